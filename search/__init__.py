@@ -1,0 +1,1 @@
+"""The study: Hydra config -> Optuna trials -> trainers -> MLflow record -> Pareto front."""

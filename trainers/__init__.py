@@ -1,0 +1,1 @@
+"""Training, compression, packing and measurement. Knows nothing of Optuna or MLflow."""
