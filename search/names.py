@@ -1,0 +1,51 @@
+"""Every public MLflow metric, param and tag name, defined once.
+
+Dashboards, notebooks and users' scripts depend on these strings: change them only with a migration note.
+"""
+
+from __future__ import annotations
+
+# --- metrics of a trial (mean over CV folds unless the name says otherwise) -------------------------
+ACCURACY = "accuracy"                # classification accuracy; HR@k for recommenders
+ACCURACY_STD = "accuracy_std"        # std over folds
+SIZE_BYTES = "size_bytes"            # byte length of the packed artifact file
+LATENCY_MS = "latency_ms"            # p50 per request on the loaded model, at latency.batch_size
+LATENCY_P90_MS = "latency_p90_ms"
+THROUGHPUT = "throughput_per_s"      # samples/s at latency.throughput_batch
+COMPRESSION_RATIO = "compression_ratio"  # reference size_bytes / size_bytes
+SPEEDUP = "speedup"                  # reference latency_ms / latency_ms
+SPARSITY = "sparsity"                # share of zero weights among prunable weights
+AVG_BITS = "avg_bits"                # bits per kept weight in the file
+FIT_SECONDS = "fit_seconds"          # train + compress + fine-tune wall time per fold
+TRIAL_SECONDS = "trial_seconds"      # whole trial wall time
+NDCG = "ndcg"                        # recommenders: NDCG@k
+
+REFERENCE_PREFIX = "reference_"      # parent run: reference_accuracy, reference_size_bytes, ...
+N_PARETO = "n_pareto"
+HYPERVOLUME = "hypervolume"
+
+#: objectives a study may optimize, with their direction
+OBJECTIVE_DIRECTIONS: dict[str, str] = {
+    ACCURACY: "maximize",
+    SIZE_BYTES: "minimize",
+    LATENCY_MS: "minimize",
+    LATENCY_P90_MS: "minimize",
+    COMPRESSION_RATIO: "maximize",
+    SPEEDUP: "maximize",
+}
+
+# --- tags -------------------------------------------------------------------------------------------
+ROLE = "role"                        # study | trial | reference | reproduce | final
+STUDY_NAME = "study_name"
+TRIAL_NUMBER = "trial_number"
+STATE = "state"                      # COMPLETE | FAIL | PRUNED | RUNNING
+PARETO = "pareto"                    # "true" | "false", set after the study
+ERROR = "error"                      # one-line error of a failed trial
+RUNTIME = "runtime"                  # which runtime served the loaded model (fp32_dense, int8_dynamic, ...)
+REPRODUCES = "reproduces"            # run id a reproduce run re-ran
+
+# --- artifacts --------------------------------------------------------------------------------------
+CONFIG_ARTIFACT = "config.yaml"
+PARETO_CSV = "pareto.csv"
+PARETO_HTML = "pareto.html"
+PARETO_PNG = "pareto.png"
