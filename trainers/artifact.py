@@ -1,0 +1,225 @@
+"""The squeeze artifact: one compact file that rebuilds a compressed model on its own, without pickle.
+
+Layout (all integers little-endian; see docs/artifact-format.md for the full specification)::
+
+    offset  size  field
+    0       4     magic  b"SQZM"
+    4       2     format version (uint16, currently 1)
+    6       1     codec of the payload: 0 none, 1 zlib, 2 lzma (raw LZMA2 stream, preset 9e)
+    7       1     reserved (0)
+    8       8     payload length in bytes, as stored (uint64)
+    16      4     CRC-32 of the stored payload (uint32)
+    20      ...   payload
+
+    payload (after decompression) = header length (uint32) | header (UTF-8 JSON) | blob area
+
+The JSON header holds the architecture (``arch``: preprocessing + network spec), free-form ``meta``, and
+one entry per tensor of the model's state dict, in order: its scheme, shape, bits, number of kept values,
+sparse layout (``dense``, ``bitmap`` or ``indices``) and the (offset, length) of its blobs (``mask``,
+``codes``, ``scale``, ``offset``) in the blob area. Codes are bit-packed (:mod:`trainers.bitpack`);
+per-channel scales and offsets, biases and preprocessing statistics are raw float32.
+
+``size_bytes`` of a model is ``len(pack(model))`` = the file's length. ``load`` decodes every tensor with
+:meth:`~trainers.compress.quantize.Encoded.decode`, the same function that produced the in-memory
+weights, so the loaded model's outputs are bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainers.bitpack import decode_mask, encode_mask, pack_bits, unpack_bits
+from trainers.compress.quantize import Encoded
+from trainers.errors import InputError
+from trainers.models import Pipeline, build_pipeline
+
+__all__ = ["FORMAT_VERSION", "ArtifactError", "pack", "unpack", "save", "load", "weight_stats", "read_header"]
+
+MAGIC = b"SQZM"
+FORMAT_VERSION = 1
+_PREAMBLE = struct.Struct("<4sHBBQI")           # magic, version, codec, reserved, payload length, crc32
+_CODECS = {"none": 0, "zlib": 1, "lzma": 2}
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+
+
+class ArtifactError(InputError):
+    """The file is not a readable squeeze artifact (wrong magic, newer version, truncated, corrupt)."""
+
+
+def _compress(data: bytes, codec: str) -> bytes:
+    if codec == "none":
+        return data
+    if codec == "zlib":
+        return zlib.compress(data, 9)
+    if codec == "lzma":
+        return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    raise InputError("compress.codec", f"must be none, zlib or lzma, got {codec!r}")
+
+
+def _decompress(data: bytes, codec_id: int, where: str) -> bytes:
+    try:
+        if codec_id == 0:
+            return data
+        if codec_id == 1:
+            return zlib.decompress(data)
+        if codec_id == 2:
+            return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    except (zlib.error, lzma.LZMAError) as err:
+        raise ArtifactError(where, f"payload does not decompress ({err}): the file is corrupt") from err
+    raise ArtifactError(where, f"unknown codec id {codec_id}: written by a newer squeeze?")
+
+
+def _entry(name: str, enc: Encoded, blobs: bytearray) -> dict[str, Any]:
+    def put(key: str, data: bytes) -> None:
+        entry["blobs"][key] = [len(blobs), len(data)]
+        blobs.extend(data)
+
+    entry: dict[str, Any] = {"name": name, "scheme": enc.scheme, "shape": list(enc.shape), "bits": enc.bits,
+                             "n_kept": enc.n_kept, "layout": "dense", "blobs": {}}
+    if enc.frac_bits:
+        entry["frac_bits"] = enc.frac_bits
+    if enc.mask is not None:
+        entry["layout"], mask_bytes = encode_mask(enc.mask.numpy())
+        put("mask", mask_bytes)
+    if enc.scheme == "fp32":
+        put("codes", enc.codes.numpy().astype("<f4").tobytes())
+    else:
+        put("codes", pack_bits(enc.codes.numpy(), enc.bits))
+    for key in ("scale", "offset"):
+        value = getattr(enc, key)
+        if value is not None:
+            put(key, value.numpy().astype("<f4").tobytes())
+    return entry
+
+
+def _raw(t: torch.Tensor) -> Encoded:
+    t = t.detach().cpu()
+    if t.dtype != torch.float32:
+        raise TypeError(f"only float32 tensors can be packed, got {t.dtype}")
+    return Encoded("fp32", tuple(t.shape) or (1,), 32, None, t.flatten().clone())
+
+
+def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = None) -> bytes:
+    """The artifact bytes of ``model``: weights from ``model.encodings`` where present, fp32 otherwise."""
+    blobs = bytearray()
+    tensors = []
+    for name, tensor in model.state_dict().items():
+        enc = model.encodings.get(name) or _raw(tensor)
+        tensors.append(_entry(name, enc, blobs))
+    header = json.dumps({"arch": model.spec(), "meta": meta or {}, "tensors": tensors},
+                        separators=(",", ":"), sort_keys=True).encode()
+    payload = _compress(struct.pack("<I", len(header)) + header + bytes(blobs), codec)
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
+    return preamble + payload
+
+
+def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
+    if len(data) < _PREAMBLE.size:
+        raise ArtifactError(where, f"truncated: {len(data)} bytes is shorter than the {_PREAMBLE.size}-byte preamble")
+    magic, version, codec_id, _, length, crc = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise ArtifactError(where, f"not a squeeze artifact (magic {magic!r}, expected {MAGIC!r})")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(where, f"format version {version} is not supported by this squeeze (reads version "
+                                   f"{FORMAT_VERSION}); upgrade squeeze or re-export the model")
+    stored = data[_PREAMBLE.size:]
+    if len(stored) != length:
+        raise ArtifactError(where, f"truncated or padded: payload has {len(stored)} bytes, header says {length}")
+    if zlib.crc32(stored) != crc:
+        raise ArtifactError(where, "checksum mismatch: the file is corrupt")
+    payload = _decompress(stored, codec_id, where)
+    (header_len,) = struct.unpack_from("<I", payload)
+    header = json.loads(payload[4:4 + header_len])
+    return header, memoryview(payload)[4 + header_len:]
+
+
+def _decode_entry(entry: dict[str, Any], blob: memoryview) -> Encoded:
+    def get(key: str) -> bytes | None:
+        if key not in entry["blobs"]:
+            return None
+        start, length = entry["blobs"][key]
+        return bytes(blob[start:start + length])
+
+    shape, n_kept, bits = tuple(entry["shape"]), entry["n_kept"], entry["bits"]
+    numel = math.prod(shape)
+    mask = None
+    if entry["layout"] != "dense":
+        mask = torch.from_numpy(decode_mask(entry["layout"], get("mask"), numel, n_kept))
+    if entry["scheme"] == "fp32":
+        codes = torch.from_numpy(np.frombuffer(get("codes"), dtype="<f4").astype(np.float32))
+    else:
+        codes = torch.from_numpy(unpack_bits(get("codes"), bits, n_kept))
+    per_channel = {k: torch.from_numpy(np.frombuffer(v, dtype="<f4").astype(np.float32))
+                   for k in ("scale", "offset") if (v := get(k)) is not None}
+    return Encoded(entry["scheme"], shape, bits, mask, codes, frac_bits=entry.get("frac_bits", 0), **per_channel)
+
+
+def unpack(data: bytes, where: str = "<bytes>") -> Pipeline:
+    """Rebuild the model from artifact bytes (eval mode, weights decoded, ``encodings`` restored)."""
+    header, blob = _split(data, where)
+    model = build_pipeline(header["arch"])
+    state, encodings = {}, {}
+    for entry in header["tensors"]:
+        enc = _decode_entry(entry, blob)
+        state[entry["name"]] = enc.decode().reshape(model.state_dict()[entry["name"]].shape)
+        if entry["scheme"] != "fp32" or entry["layout"] != "dense" or entry["name"].endswith("weight"):
+            encodings[entry["name"]] = enc
+    model.load_state_dict(state, strict=True)
+    model.encodings = {k: v for k, v in encodings.items() if k.startswith("net.") and k.endswith("weight")}
+    model.meta = header["meta"]
+    return model.eval()
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header of an artifact file (architecture, meta, tensor table) without building the model."""
+    return _split(Path(path).read_bytes(), str(path))[0]
+
+
+def save(model: Pipeline, path: str | os.PathLike, codec: str = "lzma", meta: dict[str, Any] | None = None) -> int:
+    """Write the artifact atomically (temp file + rename); returns its size in bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = pack(model, codec, meta)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return os.path.getsize(path)
+
+
+def load(path: str | os.PathLike) -> Pipeline:
+    """Rebuild a model from an artifact file alone: no pickle, no config.
+
+    Example:
+        >>> model = load("model.sqz")                 # doctest: +SKIP
+        >>> model(torch.from_numpy(X)).argmax(1)      # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(str(path), "file not found")
+    return unpack(path.read_bytes(), str(path))
+
+
+def weight_stats(model: Pipeline) -> dict[str, float]:
+    """``sparsity`` (zeros / weights) and ``avg_bits`` (stored code + mask + per-channel bits per kept weight)
+    over the network's Linear/Conv weights, counted from what :func:`pack` writes (before entropy coding)."""
+    total = kept = stored_bits = 0
+    for name, tensor in model.state_dict().items():
+        if not (name.startswith("net.") and name.endswith("weight")):
+            continue
+        enc = model.encodings.get(name) or _raw(tensor)
+        entry_blobs = bytearray()
+        _entry(name, enc, entry_blobs)
+        total += enc.numel
+        kept += enc.n_kept
+        stored_bits += 8 * len(entry_blobs)
+    return {"sparsity": 1.0 - kept / max(total, 1), "avg_bits": stored_bits / max(kept, 1)}

@@ -1,0 +1,127 @@
+"""Compress a trained network: neuron pruning -> weight pruning -> quantization, with a fine-tune in the loop.
+
+What happens to which tensor:
+
+* **weights** of every Linear/Conv2d layer are pruned and quantized. With
+  ``compress.quant.quantize_first_last=false`` the first and last layer keep fp32 values (still pruned).
+* **biases** are neither pruned nor quantized: they are stored as fp32 (a few hundred numbers).
+* **neuron pruning** removes hidden units/channels (never inputs or classes) before weight pruning.
+* the **fine-tune** (``compress.finetune_epochs``, lr ``compress.finetune_lr`` or ``train.lr``) trains
+  through torch parametrizations ``w_eff = Q(w * mask) * mask`` (STE), so accuracy can recover; a
+  ``gradual`` schedule raises sparsity along the Zhu & Gupta curve over the first 75% of fine-tune steps
+  (with no fine-tune it is one-shot).
+* finally each weight is encoded (:class:`~trainers.compress.quantize.Encoded`) and replaced by its decoded
+  value, so the in-memory model equals what the artifact will load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from trainers.compress.neurons import prune_neurons
+from trainers.compress.prune import Pruner, zhu_gupta_sparsity
+from trainers.compress.quantize import Encoded, Float32, Quantizer, make_quantizer
+from trainers.fit import train
+
+__all__ = ["CompressionReport", "compress", "compressible_layers"]
+
+
+def compressible_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every Linear/Conv2d layer in forward order: the layers whose weights compress."""
+    return [(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+class _MaskedQuantized(nn.Module):
+    """Parametrization ``w -> Q(w * mask) * mask`` used during the fine-tune."""
+
+    def __init__(self, mask: torch.Tensor, quantizer: Quantizer) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.float())
+        self.quantizer = quantizer
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        masked = w * self.mask
+        return self.quantizer.fake(masked, self.mask.bool()) * self.mask
+
+
+@dataclass
+class CompressionReport:
+    units_kept: list[int] = field(default_factory=list)
+    sparsity: float = 0.0          # zero weights / all weights of the compressible layers, after encoding
+    encodings: dict[str, Encoded] = field(default_factory=dict)
+
+
+def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Mapping[str, Any],
+             train_cfg: Mapping[str, Any], seed: int, device: str = "auto") -> CompressionReport:
+    """Compress ``net`` in place (see the module docstring); returns what was done and the encodings."""
+    report = CompressionReport()
+    neurons = compress_cfg.get("neurons", {})
+    if float(neurons.get("ratio", 0.0)) > 0:
+        report.units_kept = prune_neurons(net, X, float(neurons["ratio"]), neurons.get("importance", "mean_abs"))
+
+    layers = compressible_layers(net)
+    quant_cfg = compress_cfg.get("quant", {})
+    keep_ends_fp32 = not bool(quant_cfg.get("quantize_first_last", True))
+    quantizers = [
+        Float32() if keep_ends_fp32 and i in (0, len(layers) - 1) else make_quantizer(quant_cfg, seed + i)
+        for i in range(len(layers))
+    ]
+    prune_cfg = compress_cfg.get("prune", {})
+    ratio = float(prune_cfg.get("ratio", 0.0))
+    pruner = Pruner(prune_cfg.get("criterion", "magnitude"), prune_cfg.get("scope", "per_layer"), seed)
+    weights = [m.weight for _, m in layers]
+    epochs = int(compress_cfg.get("finetune_epochs", 0))
+    gradual = prune_cfg.get("schedule", "one_shot") == "gradual" and epochs > 0
+    masks = [torch.ones_like(w, dtype=torch.bool) for w in weights]
+    if ratio > 0 and not gradual:
+        masks = pruner.masks(weights, ratio)
+
+    for w, mask, q in zip(weights, masks, quantizers):
+        q.prepare(w * mask, mask)                     # learned steps exist before the optimizer does
+    params = [_MaskedQuantized(mask, q) for mask, q in zip(masks, quantizers)]
+    for (_, module), p in zip(layers, params):
+        parametrize.register_parametrization(module, "weight", p)
+    try:
+        if epochs > 0:
+            lr = compress_cfg.get("finetune_lr") or float(train_cfg["lr"])
+            every = [1]
+
+            def on_step(step: int, total: int) -> None:
+                if not (gradual and ratio > 0):
+                    return
+                end = max(1, int(0.75 * total))
+                every[0] = max(1, end // 20)          # ~20 pruning steps along the curve
+                if step % every[0] == 0 or step == end:
+                    target = zhu_gupta_sparsity(step, total, ratio, end=end)
+                    raw = [m.parametrizations.weight.original for _, m in layers]
+                    current = [p.mask.bool() for p in params]
+                    for p, new in zip(params, pruner.masks(raw, target, previous=current)):
+                        p.mask.copy_(new.float().to(p.mask.device))
+
+            train(net, X, y, train_cfg, seed + 1, epochs=epochs, lr=float(lr), device=device, on_step=on_step)
+            if gradual and ratio > 0:  # make sure the final sparsity is exactly the requested one
+                raw = [m.parametrizations.weight.original for _, m in layers]
+                for p, new in zip(params, pruner.masks(raw, ratio, previous=[p.mask.bool() for p in params])):
+                    p.mask.copy_(new.float())
+    finally:
+        final_masks = [p.mask.bool().cpu().clone() for p in params]
+        for _, module in layers:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    net.cpu().eval()
+
+    zeros = total = 0
+    with torch.no_grad():
+        for (name, module), mask, q in zip(layers, final_masks, quantizers):
+            enc = q.encode(module.weight * mask, mask)
+            module.weight.copy_(enc.decode())
+            report.encodings[f"{name}.weight"] = enc
+            zeros += int((module.weight == 0).sum())
+            total += module.weight.numel()
+    report.sparsity = zeros / max(total, 1)
+    return report

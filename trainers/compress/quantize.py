@@ -1,0 +1,303 @@
+"""Weight quantizers: fixed-point (Qm.n), per-channel uniform (step + lower/upper bounds), binary, ternary.
+
+A quantizer turns a weight tensor (and its pruning mask) into an :class:`Encoded` tensor: integer codes
+for the kept weights plus per-channel float32 parameters. ``Encoded.decode()`` is the *only* way weights
+are rebuilt, both in memory after compression and when an artifact is loaded, so the loaded model is
+bit-exact with the model that was scored.
+
+During fine-tune a quantizer is in the loop through :meth:`Quantizer.fake`: the forward pass sees the
+decoded weights, the backward pass the straight-through estimator (STE) ``d w_q / d w = 1``.
+
+Maths (per output channel ``c`` = dim 0, over the kept weights only):
+
+* fixed_point, ``b`` bits: ``m = ceil(log2(max|w|))`` integer bits and ``n = b - 1 - m`` fractional bits
+  (one sign bit), ``q = clamp(R(w * 2^n), -2^(b-1), 2^(b-1) - 1) * 2^-n`` for the whole tensor, with
+  rounding ``R`` nearest, floor or stochastic (``floor(x + u)``, ``u ~ U[0, 1)``, unbiased).
+* uniform, ``b`` bits: bounds ``lo, hi`` = quantiles ``(1 - clip, clip)`` of the channel,
+  ``step = (hi - lo) / (2^b - 1) * step_scale``, a grid of ``2^b`` levels centred on ``(lo + hi) / 2``:
+  ``q = offset + clamp(round((w - offset) / step), 0, 2^b - 1) * step``. With ``learn_step`` the step is a
+  learned parameter during fine-tune (LSQ: the gradient reaches the step through the STE rounding).
+* binary: ``q = alpha_c * sign(w)``, ``alpha_c = mean |w|`` (1 bit per weight).
+* ternary: ``delta_c = threshold * mean |w|``; ``|w| < delta_c`` becomes 0 (joins the sparsity mask),
+  the rest ``alpha_c * sign(w)`` with ``alpha_c = mean of |w| >= delta_c`` (1 bit per kept weight).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainers.errors import InputError
+
+__all__ = [
+    "Encoded", "Quantizer", "Float32", "FixedPoint", "Uniform", "Binary", "Ternary", "make_quantizer",
+    "SCHEMES",
+]
+
+
+@dataclass
+class Encoded:
+    """A compressed weight tensor: what the artifact stores, and the one decoder of it.
+
+    Attributes:
+        scheme: fp32 | fixed_point | uniform | binary | ternary.
+        shape: dense shape of the weight.
+        bits: bits per stored code (32 for fp32 values).
+        mask: flat bool tensor of kept positions, or None when every position is kept.
+        codes: int64 codes (float32 values for fp32) of the kept positions, row-major order.
+        scale: float32 per channel (uniform step, binary/ternary alpha), or None.
+        offset: float32 per channel (uniform grid start), or None.
+        frac_bits: fixed_point fractional bits ``n``.
+    """
+
+    scheme: str
+    shape: tuple[int, ...]
+    bits: int
+    mask: torch.Tensor | None
+    codes: torch.Tensor
+    scale: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
+    frac_bits: int = 0
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.codes.numel())
+
+    def channels_of_kept(self) -> torch.Tensor:
+        """Output-channel index of every kept position."""
+        per_channel = self.numel // self.shape[0]
+        if self.mask is None:
+            return torch.arange(self.numel) // per_channel
+        return torch.nonzero(self.mask).flatten() // per_channel
+
+    def values(self) -> torch.Tensor:
+        """float32 values of the kept positions."""
+        c = self.codes
+        if self.scheme == "fp32":
+            return c.to(torch.float32)
+        if self.scheme == "fixed_point":
+            return (c - 2 ** (self.bits - 1)).to(torch.float32) * (2.0 ** -self.frac_bits)
+        ch = self.channels_of_kept()
+        if self.scheme == "uniform":
+            return self.offset[ch] + c.to(torch.float32) * self.scale[ch]
+        if self.scheme in ("binary", "ternary"):
+            return self.scale[ch] * (2 * c - 1).to(torch.float32)
+        raise ValueError(f"unknown scheme {self.scheme!r}")
+
+    def decode(self) -> torch.Tensor:
+        """The dense float32 weight tensor (zeros where pruned)."""
+        vals = self.values()
+        if self.mask is None:
+            return vals.reshape(self.shape)
+        dense = torch.zeros(self.numel, dtype=torch.float32)
+        dense[self.mask] = vals
+        return dense.reshape(self.shape)
+
+
+def _flat_mask(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones(w.numel(), dtype=torch.bool) if mask is None else mask.detach().flatten().bool().cpu()
+
+
+def _per_channel(w: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
+    """``fn(kept values of channel c)`` for each output channel; 0 for a fully pruned channel."""
+    rows, mrows = w.reshape(w.shape[0], -1), mask.reshape(w.shape[0], -1)
+    out = torch.zeros(w.shape[0], dtype=torch.float32)
+    for c in range(w.shape[0]):
+        kept = rows[c][mrows[c]]
+        if kept.numel():
+            out[c] = fn(kept)
+    return out
+
+
+def _finish(scheme: str, w: torch.Tensor, bits: int, mask: torch.Tensor, codes: torch.Tensor, **kw) -> Encoded:
+    dense = bool(mask.all())
+    return Encoded(scheme, tuple(w.shape), bits, None if dense else mask, codes, **kw)
+
+
+class Quantizer(nn.Module):
+    """Base class: subclasses implement :meth:`encode`; :meth:`fake` is the STE view for training."""
+
+    scheme: str = ""
+    bits: int = 32
+
+    def encode(self, w: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:  # pragma: no cover
+        raise NotImplementedError
+
+    def prepare(self, w: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Create learned state (if any) before the fine-tune's optimizer is built."""
+
+    def fake(self, w: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoded weights in the forward pass, identity gradient in the backward pass (STE)."""
+        with torch.no_grad():
+            q = self.encode(w.detach().cpu(), mask).decode().to(w.device)
+        return w + (q - w).detach()
+
+
+class Float32(Quantizer):
+    """No quantization: kept weights stored as float32 (the reference and pruning-only models)."""
+
+    scheme, bits = "fp32", 32
+
+    def encode(self, w, mask=None):
+        m = _flat_mask(w, mask)
+        return _finish("fp32", w, 32, m, w.detach().flatten()[m].to(torch.float32).clone())
+
+    def fake(self, w, mask=None):
+        return w
+
+
+class FixedPoint(Quantizer):
+    """Signed Qm.n fixed point with a power-of-two step ``2^-n`` shared by the whole tensor."""
+
+    scheme = "fixed_point"
+
+    def __init__(self, bits: int, rounding: str = "nearest", seed: int = 0) -> None:
+        super().__init__()
+        if not 2 <= bits <= 16:
+            raise InputError("compress.quant.bits", f"fixed_point needs 2..16 bits (use scheme=binary for 1), got {bits}")
+        if rounding not in ("nearest", "floor", "stochastic"):
+            raise InputError("compress.quant.rounding", f"must be nearest, floor or stochastic, got {rounding!r}")
+        self.bits, self.rounding = bits, rounding
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def frac_bits(self, kept: torch.Tensor) -> int:
+        peak = float(kept.abs().max()) if kept.numel() else 0.0
+        int_bits = math.ceil(math.log2(peak)) if peak > 0 else 0
+        return self.bits - 1 - int_bits
+
+    def round(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rounding == "nearest":
+            return torch.round(x)
+        if self.rounding == "floor":
+            return torch.floor(x)
+        return torch.floor(x + torch.rand(x.shape, generator=self.generator))
+
+    def encode(self, w, mask=None):
+        m = _flat_mask(w, mask)
+        kept = w.detach().flatten()[m].to(torch.float32)
+        n = self.frac_bits(kept)
+        half = 2 ** (self.bits - 1)
+        signed = torch.clamp(self.round(kept * 2.0 ** n), -half, half - 1)
+        return _finish("fixed_point", w, self.bits, m, (signed + half).to(torch.int64), frac_bits=n)
+
+
+class Uniform(Quantizer):
+    """Per-channel uniform quantization with a step size and lower/upper (clip) bounds."""
+
+    scheme = "uniform"
+
+    def __init__(self, bits: int, step_scale: float = 1.0, clip: float = 1.0, learn_step: bool = False) -> None:
+        super().__init__()
+        if not 1 <= bits <= 16:
+            raise InputError("compress.quant.bits", f"uniform needs 1..16 bits, got {bits}")
+        if not 0.5 < clip <= 1.0:
+            raise InputError("compress.quant.clip", f"must be in (0.5, 1], got {clip}")
+        if step_scale <= 0:
+            raise InputError("compress.quant.step_scale", f"must be > 0, got {step_scale}")
+        self.bits, self.step_scale, self.clip, self.learn_step = bits, step_scale, clip, learn_step
+        self.step: nn.Parameter | None = None      # LSQ: created on the first fake() call
+
+    def grid(self, w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel (offset, step) of the 2^b-level grid."""
+        levels = 2 ** self.bits - 1
+        if self.clip < 1.0:
+            lo = _per_channel(w, mask, lambda v: torch.quantile(v, 1 - self.clip))
+            hi = _per_channel(w, mask, lambda v: torch.quantile(v, self.clip))
+        else:
+            lo, hi = _per_channel(w, mask, torch.min), _per_channel(w, mask, torch.max)
+        step = torch.clamp((hi - lo) / levels * self.step_scale, min=1e-8)
+        if self.step is not None:                          # the learned step replaces the derived one
+            step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32)
+        offset = (lo + hi) / 2 - step * (levels / 2)
+        return offset, step
+
+    def encode(self, w, mask=None):
+        m = _flat_mask(w, mask)
+        wd = w.detach().cpu().to(torch.float32)
+        offset, step = self.grid(wd, m.reshape(w.shape))
+        enc = _finish("uniform", w, self.bits, m, torch.zeros(0, dtype=torch.int64), scale=step, offset=offset)
+        ch = enc.channels_of_kept()
+        codes = torch.round((wd.flatten()[m] - offset[ch]) / step[ch])
+        enc.codes = torch.clamp(codes, 0, 2 ** self.bits - 1).to(torch.int64)
+        return enc
+
+    def prepare(self, w, mask=None):
+        if self.learn_step and self.step is None:
+            _, step0 = self.grid(w.detach().cpu().float(), _flat_mask(w, mask).reshape(w.shape))
+            self.step = nn.Parameter(step0.to(w.device))
+
+    def fake(self, w, mask=None):
+        if not self.learn_step:
+            return super().fake(w, mask)
+        m = _flat_mask(w, mask).reshape(w.shape)
+        self.prepare(w, mask)
+        offset, _ = self.grid(w.detach().cpu(), m)
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        step, offset = self.step.abs().clamp(min=1e-8).view(shape), offset.to(w.device).view(shape)
+        x = torch.clamp((w - offset) / step, 0, 2 ** self.bits - 1)
+        x = x + (torch.round(x) - x).detach()              # STE rounding; the step still gets a gradient
+        return offset + x * step
+
+
+class Binary(Quantizer):
+    """``alpha_c * sign(w)``: one bit per weight plus one float per output channel."""
+
+    scheme, bits = "binary", 1
+
+    def encode(self, w, mask=None):
+        m = _flat_mask(w, mask)
+        wd = w.detach().cpu().to(torch.float32)
+        alpha = _per_channel(wd, m.reshape(w.shape), lambda v: v.abs().mean())
+        return _finish("binary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
+
+
+class Ternary(Quantizer):
+    """``{-alpha_c, 0, +alpha_c}`` with ``|w| < threshold * mean|w|`` set to zero (stored in the mask)."""
+
+    scheme, bits = "ternary", 1
+
+    def __init__(self, threshold: float = 0.7) -> None:
+        super().__init__()
+        if not 0 < threshold <= 2:
+            raise InputError("compress.quant.threshold", f"must be in (0, 2], got {threshold}")
+        self.threshold = threshold
+
+    def encode(self, w, mask=None):
+        m = _flat_mask(w, mask)
+        wd = w.detach().cpu().to(torch.float32)
+        delta = self.threshold * _per_channel(wd, m.reshape(w.shape), lambda v: v.abs().mean())
+        per_channel = wd.numel() // wd.shape[0]
+        big = wd.flatten().abs() >= delta.repeat_interleave(per_channel)
+        m = m & big
+        alpha = _per_channel(wd, m.reshape(w.shape), lambda v: v.abs().mean())
+        return _finish("ternary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
+
+
+SCHEMES = ("none", "fixed_point", "uniform", "binary", "ternary")
+
+
+def make_quantizer(quant_cfg: Mapping[str, Any], seed: int = 0) -> Quantizer:
+    """The quantizer for ``compress.quant.*`` (``scheme=none`` or ``bits=32`` gives :class:`Float32`)."""
+    scheme = quant_cfg.get("scheme", "none")
+    bits = int(quant_cfg.get("bits", 32))
+    if scheme == "none" or (scheme in ("fixed_point", "uniform") and bits == 32):
+        return Float32()
+    if scheme == "fixed_point":
+        return FixedPoint(bits, quant_cfg.get("rounding", "nearest"), seed)
+    if scheme == "uniform":
+        return Uniform(bits, float(quant_cfg.get("step_scale", 1.0)), float(quant_cfg.get("clip", 1.0)),
+                       bool(quant_cfg.get("learn_step", False)))
+    if scheme == "binary":
+        return Binary()
+    if scheme == "ternary":
+        return Ternary(float(quant_cfg.get("threshold", 0.7)))
+    raise InputError("compress.quant.scheme", f"must be one of {', '.join(SCHEMES)}, got {scheme!r}")

@@ -1,0 +1,114 @@
+"""The training loop: seeded, deterministic on CPU, CUDA when present and allowed.
+
+Used both for the initial fit and for the fine-tune after compression (``on_step`` lets the compressor
+update gradual-pruning masks; parametrizations registered on the model keep masks and quantizers in the
+loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["TrainingDiverged", "make_optimizer", "predict", "resolve_device", "seed_everything", "train"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the trial fails (and the study goes on)."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy; make CPU kernels deterministic."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    raise ValueError(f"train.optimizer must be adam, adamw or sgd, got {name!r}")
+
+
+def train(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    train_cfg: Mapping[str, Any],
+    seed: int,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    device: str = "auto",
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
+    """Minimize cross-entropy of ``model(X)`` against ``y`` with mini-batch ``train_cfg.optimizer``.
+
+    Args:
+        model: trained in place (moved back to CPU at the end).
+        X, y: training inputs (already preprocessed) and int64 labels.
+        train_cfg: ``optimizer``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``, ``momentum``.
+        seed: seeds the shuffling generator; the same seed gives the same model.
+        epochs, lr: override ``train_cfg`` (the fine-tune uses its own).
+        on_step: called as ``on_step(step, total_steps)`` before every optimizer step.
+
+    Returns:
+        ``{"loss": last epoch's mean loss, "steps": number of optimizer steps}``.
+
+    Raises:
+        TrainingDiverged: the loss became NaN/inf.
+    """
+    epochs = int(train_cfg["epochs"] if epochs is None else epochs)
+    lr = float(train_cfg["lr"] if lr is None else lr)
+    batch_size = int(train_cfg["batch_size"])
+    dev = resolve_device(device)
+    model.to(dev).train()
+    optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"], lr,
+                               float(train_cfg["weight_decay"]), float(train_cfg.get("momentum", 0.9)))
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(seed)
+    n = len(X)
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    total, step, epoch_loss = epochs * steps_per_epoch, 0, float("nan")
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        running = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            xb, yb = X[idx].to(dev), y[idx].to(dev)
+            if on_step is not None:
+                on_step(step, total)
+            loss = loss_fn(model(xb), yb)
+            if not torch.isfinite(loss):
+                model.cpu()
+                raise TrainingDiverged(f"loss became {loss.item()} at step {step} (lr={lr})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.item() * len(idx)
+            step += 1
+        epoch_loss = running / n
+    model.cpu().eval()
+    return {"loss": epoch_loss, "steps": step}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Class predictions of ``model`` on ``X`` in eval mode, batched."""
+    model.eval()
+    return torch.cat([model(X[i:i + batch_size]).argmax(1) for i in range(0, len(X), batch_size)])
