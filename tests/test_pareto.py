@@ -273,8 +273,10 @@ def test_format_table_alignment_and_missing():
 
 
 def test_format_table_defaults_and_empty():
-    text = format_table([{"a": 0.123456789, "b": 1234567.0, "c": 1.5e-6, "d": True}],
-                        [("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")])
+    text = format_table(
+        [{"a": 0.123456789, "b": 1234567.0, "c": 1.5e-6, "d": True}],
+        [("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")],
+    )
     assert text.split("\n")[2].split() == ["0.1235", "1234567", "1.500e-06", "True"]
     empty = format_table([], [("a", "alpha"), ("b", "beta")])
     assert empty.split("\n") == ["alpha  beta", "-----  ----"]
@@ -286,7 +288,9 @@ def test_format_table_defaults_and_empty():
 def _points():
     return [
         ParetoPoint(trial=0, accuracy=0.91, size_bytes=2.0e5, latency_ms=1.2, pareto=True, label="bits=8"),
-        ParetoPoint(trial=1, accuracy=0.85, size_bytes=5.0e4, latency_ms=0.9, pareto=True, label="bits=4\nprune=0.5"),
+        ParetoPoint(
+            trial=1, accuracy=0.85, size_bytes=5.0e4, latency_ms=0.9, pareto=True, label="bits=4\nprune=0.5"
+        ),
         ParetoPoint(trial=2, accuracy=0.80, size_bytes=3.0e5, latency_ms=2.0, pareto=False, label="<b>x</b>"),
     ]
 
@@ -296,8 +300,12 @@ REFERENCE = ParetoPoint(trial=-1, accuracy=0.93, size_bytes=1.0e6, latency_ms=3.
 
 @pytest.mark.parametrize("n", [0, 1, 3])
 def test_write_pareto_html(tmp_path, n):
-    path = write_pareto_html(_points()[:n], tmp_path / "deep" / "dir" / "pareto.html",
-                             reference=REFERENCE if n else None, title="study x")
+    path = write_pareto_html(
+        _points()[:n],
+        tmp_path / "deep" / "dir" / "pareto.html",
+        reference=REFERENCE if n else None,
+        title="study x",
+    )
     assert path.is_file()
     text = path.read_text(encoding="utf-8")
     assert "plotly" in text
@@ -309,8 +317,12 @@ def test_write_pareto_html(tmp_path, n):
 
 @pytest.mark.parametrize("n", [0, 1, 3])
 def test_write_pareto_png(tmp_path, n):
-    path = write_pareto_png(_points()[:n], tmp_path / "deep" / "dir" / "pareto.png",
-                            reference=REFERENCE if n else None, title="study x")
+    path = write_pareto_png(
+        _points()[:n],
+        tmp_path / "deep" / "dir" / "pareto.png",
+        reference=REFERENCE if n else None,
+        title="study x",
+    )
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC)
     assert len(data) > 1000

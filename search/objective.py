@@ -1,0 +1,73 @@
+"""Score one complete config by k-fold cross-validation on the development rows.
+
+Knows nothing of Optuna or MLflow: it takes a plain config dict and arrays, runs
+:func:`trainers.pipeline.run_fold` on every fold, and returns means, standard deviations and per-fold
+values. The held-out test split is never passed in: callers give the development rows only.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search import names
+
+__all__ = ["Evaluation", "evaluate_config", "reference_config", "fold_seed"]
+
+#: per-fold metrics averaged into the trial's values
+FOLD_METRICS = (names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS, names.THROUGHPUT,
+                names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]                     # means over folds + accuracy_std
+    folds: list[dict[str, float]]                 # one dict per fold, same keys as FOLD_METRICS
+    runtime: str                                  # runtime of the loaded model (fold 0)
+    latency_protocol: dict[str, Any] = field(default_factory=dict)
+    artifact_path: Path | None = None             # the fold-0 artifact
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """The training seed of ``fold``: fixed by the study seed, different per fold."""
+    return int(seed) * 1000 + fold
+
+
+def reference_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The fp32 reference of a study: the same data, model and training, no compression, no fine-tune."""
+    ref = copy.deepcopy(dict(cfg))
+    comp = ref["compress"]
+    comp["finetune_epochs"] = 0
+    comp["prune"]["ratio"] = 0.0
+    comp["neurons"]["ratio"] = 0.0
+    comp["quant"]["scheme"] = "none"
+    return ref
+
+
+def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
+                    folds: list[tuple[np.ndarray, np.ndarray]], workdir: str | Path,
+                    meta: Mapping[str, Any] | None = None) -> Evaluation:
+    """Cross-validate ``cfg`` on the development rows ``X, y`` with the study's ``folds``.
+
+    Each fold trains on its training rows, writes ``workdir/fold<k>.sqz`` and scores the model loaded from
+    that file on its validation rows.
+    """
+    from trainers.pipeline import run_fold    # torch-heavy: imported when a trial runs, not at start-up
+
+    workdir = Path(workdir)
+    cfg = dict(cfg)
+    cfg.setdefault("n_classes", int(np.max(y)) + 1)
+    rows, first = [], None
+    for k, (train_idx, val_idx) in enumerate(folds):
+        result = run_fold(cfg, X[train_idx], y[train_idx], X[val_idx], y[val_idx],
+                          seed=fold_seed(cfg["seed"], k), artifact_path=workdir / f"fold{k}.sqz", meta=meta)
+        rows.append({m: float(getattr(result, m)) for m in FOLD_METRICS})
+        first = first or result
+    metrics = {m: float(np.mean([r[m] for r in rows])) for m in FOLD_METRICS}
+    metrics[names.ACCURACY_STD] = float(np.std([r[names.ACCURACY] for r in rows]))
+    return Evaluation(metrics, rows, first.runtime, first.latency_protocol, Path(first.artifact_path))

@@ -1,0 +1,61 @@
+"""Optuna storage from ``study.storage``: SQLite file (default), journal file, or an RDB URL.
+
+* ``null`` -> ``sqlite:///mlruns/optuna.db``: one process at a time (many writers get "database is locked").
+* ``journal:<file>`` -> Optuna's append-only journal file: safe for several worker processes on one machine.
+* ``postgresql://user@host/db`` (or ``mysql://``) -> an RDB with heartbeats: many machines; a worker killed
+  mid-trial leaves a trial that is failed after the grace period and retried with the same parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainers.errors import InputError
+
+__all__ = ["DEFAULT_STORAGE", "open_storage", "storage_url", "is_rdb"]
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+MAX_RETRY = 2
+
+
+def storage_url(storage: str | None) -> str:
+    return DEFAULT_STORAGE if not storage else str(storage)
+
+
+def is_rdb(url: str) -> bool:
+    return url.startswith(("postgresql", "mysql"))
+
+
+def open_storage(storage: str | None):
+    """The Optuna storage object for ``study.storage`` (creating the local folder a file storage needs).
+
+    Raises:
+        InputError: on ``study.storage`` when the storage cannot be opened (e.g. PostgreSQL unreachable).
+    """
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend
+
+    url = storage_url(storage)
+    try:
+        if url.startswith("journal:"):
+            path = Path(url[len("journal:"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            return RDBStorage(url)
+        if is_rdb(url):
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+    except (optuna.exceptions.StorageInternalError, Exception) as err:  # noqa: B014 - one message for all
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError("study.storage", f"cannot open {url!r}: {first}") from err
+    raise InputError("study.storage", f"must be null, sqlite:///<file>, journal:<file> or postgresql://..., got {url!r}")
