@@ -57,7 +57,7 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
     Each fold trains on its training rows, writes ``workdir/fold<k>.sqz`` and scores the model loaded from
     that file on its validation rows.
     """
-    from trainers.pipeline import run_fold    # torch-heavy: imported when a trial runs, not at start-up
+    from trainers.pipeline import run_fold  # torch-heavy: imported when a trial runs, not at start-up
 
     workdir = Path(workdir)
     cfg = dict(cfg)

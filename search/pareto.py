@@ -524,3 +524,11 @@ def write_pareto_png(
         fig.suptitle(title)
     fig.savefig(out, format="png")
     return out
+
+
+if __name__ == "__main__":  # python -m search.pareto study.name=...: the table of a stored study
+    import sys
+
+    from search.report import main
+
+    sys.exit(main(sys.argv[1:]))

@@ -7,6 +7,7 @@ Pareto maths lives in :mod:`search.pareto` (pure functions); this module gathers
 from __future__ import annotations
 
 import csv
+import sys
 import io
 import json
 import math
@@ -159,3 +160,36 @@ def tag_runs(tracker, rows: Sequence[TrialRow]) -> None:
     for r in rows:
         if r.run_id:
             tracker.set_tags(r.run_id, {names.PARETO: "true" if r.pareto else "false"})
+
+
+def main(argv: list[str]) -> int:
+    """``python -m search.pareto study.name=... [study.storage=...]``: the Pareto table from storage."""
+    import optuna
+
+    from search.config import compose, split_args
+    from search.storage import open_storage
+    from trainers.errors import InputError
+
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: python -m search.pareto study.name=<name> [study.storage=<url>] [key=value ...]\n\n"
+              "Prints the Pareto-optimal trials of a study (from its Optuna storage) with their MLflow run ids\n"
+              "and the command that reproduces each. Other keys are those of python -m search.sweep --help.")
+        return 0
+    try:
+        cfg = compose(split_args(argv))
+        name, objectives = cfg.study.name, list(cfg.study.objectives)
+        storage = open_storage(cfg.study.storage)
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+            raise InputError("study.name", f"no study {name!r} in this storage; studies: {', '.join(known) or 'none'}") from None
+    except InputError as err:
+        print(f"squeeze: error: {err}", file=sys.stderr)
+        return 2
+    rows = collect(study, objectives)
+    ref = dict(study.user_attrs.get("reference", {}))
+    print(f"study {name!r}: {len(rows)} trials, {sum(r.pareto for r in rows)} Pareto-optimal, "
+          f"hypervolume {hypervolume_of(rows, objectives, ref):.4f}")
+    print(pareto_table(rows))
+    return 0

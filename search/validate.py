@@ -215,6 +215,7 @@ RULES: dict[str, Rule] = {
     "train.weight_decay": _number(0),
     "train.epochs": _integer(1),
     "train.batch_size": _integer(1),
+    "train.threads": _integer(1),
     "train.momentum": _number(0, 1, hi_open=True),
     "compress.finetune_epochs": _integer(0),
     "compress.finetune_lr": _number(0, lo_open=True, nullable=True),

@@ -113,7 +113,11 @@ def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = Non
     """The artifact bytes of ``model``: weights from ``model.encodings`` where present, fp32 otherwise."""
     blobs = bytearray()
     tensors = []
-    for name, tensor in model.state_dict().items():
+    state = model.state_dict()
+    # canonical order = the state dict of a freshly built model of this architecture (what ``unpack``
+    # builds): compression re-registers weights after biases, which must not change the bytes
+    for name in build_pipeline(model.spec()).state_dict():
+        tensor = state[name]
         enc = model.encodings.get(name) or _raw(tensor)
         tensors.append(_entry(name, enc, blobs))
     header = json.dumps({"arch": model.spec(), "meta": meta or {}, "tensors": tensors},

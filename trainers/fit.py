@@ -62,7 +62,8 @@ def train(
     Args:
         model: trained in place (moved back to CPU at the end).
         X, y: training inputs (already preprocessed) and int64 labels.
-        train_cfg: ``optimizer``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``, ``momentum``.
+        train_cfg: ``optimizer``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``, ``momentum``,
+            ``threads`` (CPU threads while training; restored afterwards).
         seed: seeds the shuffling generator; the same seed gives the same model.
         epochs, lr: override ``train_cfg`` (the fine-tune uses its own).
         on_step: called as ``on_step(step, total_steps)`` before every optimizer step.
@@ -75,8 +76,17 @@ def train(
     """
     epochs = int(train_cfg["epochs"] if epochs is None else epochs)
     lr = float(train_cfg["lr"] if lr is None else lr)
-    batch_size = int(train_cfg["batch_size"])
     dev = resolve_device(device)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(int(train_cfg.get("threads", threads_before)))
+    try:
+        return _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step) -> dict[str, float]:
+    batch_size = int(train_cfg["batch_size"])
     model.to(dev).train()
     optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"], lr,
                                float(train_cfg["weight_decay"]), float(train_cfg.get("momentum", 0.9)))

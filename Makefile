@@ -1,0 +1,41 @@
+# squeeze — `make help` lists the commands. A fresh clone needs only python3 (3.10+) and the PyPI registry.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install sweep test test-fast lint bench mlflow-ui clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install squeeze with its dev tools
+
+sweep: $(STAMP)  ## run the default study (digits, mlp, joint space); extra overrides: make sweep ARGS="study.n_trials=40"
+	$(PY) -m search.sweep $(ARGS)
+
+test: $(STAMP)  ## run the whole test suite (what CI runs)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)  ## the tests without the slow end-to-end sweeps
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check search trainers tests benchmarks
+
+bench: $(STAMP)  ## write benchmarks/results/*.json (minutes)
+	PYTHONPATH=. $(PY) benchmarks/compression.py --out benchmarks/results/compression.json
+	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search.json
+
+mlflow-ui: $(STAMP)  ## browse the default MLflow store on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:  ## remove the local stores (mlruns/*) and caches, keep .venv
+	rm -rf mlruns/*.db mlruns/*.journal mlruns/artifacts .pytest_cache
