@@ -271,19 +271,13 @@ def run_trial(ctx: Context, trial) -> str:
         raise
     except Exception as err:  # a failing trial is recorded and the study goes on
         message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        trial.set_user_attr("error", message[:1000])
         ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        trial_attrs_error(ctx.study, trial.number, message)
         tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: message})
         tracker.end_run(run_id, "FAILED")
         ctx.failed += 1
         ctx.last_error = f"trial {trial.number}: {message}"
         return "FAIL"
-
-
-def trial_attrs_error(study, number: int, message: str) -> None:
-    """Keep the error message in Optuna too (the trial is finished, so use its system attrs)."""
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    study._storage.set_trial_system_attr(trial_id, "error", message[:1000])
 
 
 def _finished(study) -> int:
@@ -370,17 +364,24 @@ def main(argv: list[str] | None = None) -> int:
                                                      int(cfg["study"]["n_trials"])),
                                 load_if_exists=True)
     parent = open_parent_run(tracker, study, setup)
-    code = 0
     try:
         reference = ensure_reference(tracker, study, setup, parent)
-        ctx = Context(setup, study, tracker, parent, reference)
+    except KeyboardInterrupt:
+        tracker.end_run(parent, "KILLED")
+        print("\nsqueeze: interrupted; run the same command again to resume the study", file=sys.stderr)
+        return 130
+    except Exception as err:  # the reference uses the study's own training config: report, don't trace
+        tracker.log(parent, tags={names.ERROR: f"reference failed: {err}"})
+        tracker.end_run(parent, "FAILED")
+        print(f"squeeze: error: the fp32 reference (train.*, model.*, data.* without compression) failed: "
+              f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    ctx = Context(setup, study, tracker, parent, reference)
+    try:
         code = run_trials(ctx)
     except KeyboardInterrupt:
         code = 130
         print("\nsqueeze: interrupted; run the same command again to resume the study", file=sys.stderr)
-        if "ctx" not in locals():
-            tracker.end_run(parent, "KILLED")
-            return code
     print(summarize(ctx))
     tracker.end_run(parent, "FINISHED" if code == 0 else ("KILLED" if code == 130 else "FAILED"))
     return code

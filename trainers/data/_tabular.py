@@ -90,7 +90,7 @@ def _feature_column(path: str, column: pd.Series, name: str) -> np.ndarray:
         raise InputError(
             path,
             f"feature column {name!r} has {len(bad)} missing or infinite value(s), "
-            f"first at line {_line(int(bad[0]))}: {values[bad[0]]!r}",
+            f"first at line {_line(int(bad[0]))}: {float(values[bad[0]])} (NaN = empty cell)",
         )
     return values
 

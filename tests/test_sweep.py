@@ -1,0 +1,230 @@
+"""End-to-end sweeps (real Optuna storage, real MLflow store, real training) and the bad-input contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search import names
+from search.pareto import non_dominated_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: a study small enough for CI: 2 folds, 2 epochs, short latency protocol
+TINY = ["cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
+        "latency.throughput_batch=32", "space=compress_only"]
+
+
+def stores(tmp: Path) -> list[str]:
+    return [f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", f"mlflow.artifact_location={tmp}/artifacts",
+            f"study.storage=sqlite:///{tmp}/optuna.db"]
+
+
+def sweep(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "search.sweep", *TINY, *stores(tmp), *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def client(tmp: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+
+
+def runs(tmp: Path, role: str):
+    c = client(tmp)
+    exp = c.get_experiment_by_name("squeeze")
+    return c.search_runs([exp.experiment_id], filter_string=f"tags.role = '{role}'", max_results=1000)
+
+
+def load_study(tmp: Path, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp}/optuna.db")
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    proc = sweep(tmp, "study.name=e2e", "study.n_trials=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (tmp / "stdout.txt").write_text(proc.stdout)
+    return tmp
+
+
+@pytest.mark.slow
+def test_sweep_records_one_parent_run_with_reference_and_front(study_dir):
+    (parent,) = runs(study_dir, "study")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[names.STUDY_NAME] == "e2e"
+    for key in ("reference_accuracy", "reference_size_bytes", "reference_latency_ms", names.N_PARETO,
+                names.HYPERVOLUME):
+        assert key in parent.data.metrics, key
+    assert parent.data.params["cv.folds"] == "2" and parent.data.params["data.name"] == "digits"
+    files = {a.path for a in client(study_dir).list_artifacts(parent.info.run_id)}
+    assert {names.PARETO_CSV, names.PARETO_HTML, names.PARETO_PNG, names.CONFIG_ARTIFACT, "split.json"} <= files
+
+
+@pytest.mark.slow
+def test_every_trial_has_a_nested_run_with_params_config_and_metrics(study_dir):
+    (parent,) = runs(study_dir, "study")
+    trials = runs(study_dir, "trial")
+    study = load_study(study_dir, "e2e")
+    assert len(trials) == len(study.trials) == 4
+    by_number = {int(r.data.tags[names.TRIAL_NUMBER]): r for r in trials}
+    c = client(study_dir)
+    for t in study.trials:
+        run = by_number[t.number]
+        assert run.info.run_name == f"trial-{t.number}"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags[names.STATE] == "COMPLETE" and run.info.status == "FINISHED"
+        assert set(run.data.params) == set(t.params)          # every sampled key, nothing else
+        for key, value in t.params.items():
+            assert run.data.params[key] == (json.dumps(value) if isinstance(value, bool) else str(value))
+        for m in (names.ACCURACY, names.ACCURACY_STD, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS,
+                  names.COMPRESSION_RATIO, names.SPEEDUP, names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS):
+            assert m in run.data.metrics, m
+        assert run.data.metrics[names.ACCURACY] == pytest.approx(t.values[0])
+        assert run.data.metrics[names.SIZE_BYTES] == pytest.approx(t.values[1])
+        ratio = parent.data.metrics["reference_size_bytes"] / run.data.metrics[names.SIZE_BYTES]
+        assert run.data.metrics[names.COMPRESSION_RATIO] == pytest.approx(ratio)
+        assert len(c.get_metric_history(run.info.run_id, "fold_accuracy")) == 2
+        files = {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert names.CONFIG_ARTIFACT in files and "fold0.sqz" in files
+
+
+@pytest.mark.slow
+def test_pareto_tags_are_exactly_the_non_dominated_trials(study_dir):
+    trials = runs(study_dir, "trial")
+    values = np.array([[r.data.metrics[names.ACCURACY], r.data.metrics[names.SIZE_BYTES],
+                        r.data.metrics[names.LATENCY_MS]] for r in trials])
+    # brute force: i is dominated when some j is at least as good everywhere and better somewhere
+    signed = values * np.array([-1, 1, 1])
+    expected = [not any(np.all(signed[j] <= signed[i]) and np.any(signed[j] < signed[i])
+                        for j in range(len(trials))) for i in range(len(trials))]
+    assert [r.data.tags[names.PARETO] == "true" for r in trials] == expected
+    assert expected == list(non_dominated_mask(values, ["maximize", "minimize", "minimize"]))
+    (parent,) = runs(study_dir, "study")
+    assert parent.data.metrics[names.N_PARETO] == sum(expected)
+
+
+@pytest.mark.slow
+def test_terminal_table_lists_pareto_trials_with_reproduce_commands(study_dir):
+    out = (study_dir / "stdout.txt").read_text()
+    front = [r for r in runs(study_dir, "trial") if r.data.tags[names.PARETO] == "true"]
+    assert "Pareto-optimal" in out
+    for r in front:
+        assert f"python -m search.reproduce run_id={r.info.run_id}" in out
+
+
+@pytest.mark.slow
+def test_test_split_is_disjoint_from_every_fold(study_dir):
+    (parent,) = runs(study_dir, "study")
+    path = client(study_dir).download_artifacts(parent.info.run_id, "split.json", str(study_dir))
+    split = json.loads(Path(path).read_text())
+    dev, test = set(split["dev"]), set(split["test"])
+    assert dev and test and not dev & test
+    assert len(dev) + len(test) == 1797                       # digits: every row is dev or test
+    val_positions = [i for fold in split["folds"] for i in fold]
+    assert sorted(val_positions) == list(range(len(dev)))      # folds index the dev rows only, each once
+
+
+@pytest.mark.slow
+def test_resume_adds_trials_to_the_same_study_and_parent_run(study_dir):
+    proc = sweep(study_dir, "study.name=e2e", "study.n_trials=6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(runs(study_dir, "study")) == 1
+    assert len(load_study(study_dir, "e2e").trials) == 6
+    assert len(runs(study_dir, "trial")) == 6
+    assert "evaluating the fp32 reference" not in proc.stderr   # evaluated once per study
+
+
+@pytest.mark.slow
+def test_failing_trials_are_recorded_failed_and_the_study_goes_on(tmp_path):
+    # SGD at lr 1e12 diverges in the fine-tune; the reference has no fine-tune, so only trials fail
+    proc = sweep(tmp_path, "study.name=bad", "study.n_trials=3", "study.max_failure_rate=1.0",
+                 "train.optimizer=sgd", "compress.finetune_lr=1e12", "compress.finetune_epochs=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load_study(tmp_path, "bad")
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3
+    for r in runs(tmp_path, "trial"):
+        assert r.info.status == "FAILED"
+        assert r.data.tags[names.STATE] == "FAIL"
+        assert "TrainingDiverged" in r.data.tags[names.ERROR]
+
+
+@pytest.mark.slow
+def test_failure_rate_stops_the_study_with_exit_code_1(tmp_path):
+    proc = sweep(tmp_path, "study.name=bad", "study.n_trials=10", "study.max_failure_rate=0.5",
+                 "train.optimizer=sgd", "compress.finetune_lr=1e12", "compress.finetune_epochs=1")
+    assert proc.returncode == 1
+    assert "study.max_failure_rate" in proc.stderr
+    assert len(load_study(tmp_path, "bad").trials) == 4
+
+
+# --- bad input: exit 2, one line naming the key or file, nothing created ------------------------------
+
+BAD_INPUTS = [
+    (["data=nope"], "data: unknown choice 'nope'"),
+    (["model=transformer9"], "model: unknown choice"),
+    (["space=nope"], "space: unknown choice"),
+    (["no.such.key=1"], "no.such.key: no such config key"),
+    (["compress.quant.bits=0"], "compress.quant.bits"),
+    (["compress.prune.ratio=1.5"], "compress.prune.ratio"),
+    (["cv.folds=1"], "cv.folds"),
+    (["train.lr=abc"], "train.lr"),
+    (["study.sampler=grid"], "study.sampler"),
+    (["data=csv"], "data.path: is required"),
+    (["data=csv", "data.path=/no/such.csv", "data.target=y"], "/no/such.csv"),
+    (["study.n_workers=4"], "study.storage"),
+    (["data.pca=8", "model=cnn"], "data.pca"),
+    (["cv.folds=500"], "cv.folds"),
+]
+
+
+@pytest.mark.parametrize("overrides,fragment", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, capsys, overrides, fragment):
+    from search.sweep import main
+
+    # stores() would fix study.storage; the n_workers case must keep the default sqlite storage
+    store_args = [s for s in stores(tmp_path) if not (s.startswith("study.storage") and "study.n_workers=4" in overrides)]
+    code = main([*store_args, *overrides])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert fragment in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_csv_inputs_exit_2(tmp_path, capsys):
+    from search.sweep import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cases = {
+        "missing_target.csv": ("a,b\n1,2\n3,4\n", "data.target"),
+        "text_feature.csv": ("a,b,y\n" + "1,x,0\n2,y,1\n" * 10, "'b'"),
+        "nan.csv": ("a,b,y\n" + "1,,0\n2,3,1\n" * 10, "NaN"),
+        "small_class.csv": ("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)) + "5,2\n", "cv.folds"),
+    }
+    for name, (text, fragment) in cases.items():
+        (data / name).write_text(text)
+        code = main([*stores(tmp_path / "out"), "data=csv", f"data.path={data / name}", "data.target=y"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, name
+        assert fragment in err and len(err.splitlines()) == 1, (name, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_groups_and_choices(capsys):
+    from search.sweep import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("data", "digits", "compress_only", "cnn", "study:", "cv:"):
+        assert text in out
