@@ -7,10 +7,10 @@ Pareto maths lives in :mod:`search.pareto` (pure functions); this module gathers
 from __future__ import annotations
 
 import csv
-import sys
 import io
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +178,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = compose(split_args(argv))
         name, objectives = cfg.study.name, list(cfg.study.objectives)
-        storage = open_storage(cfg.study.storage)
+        storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds)
         try:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:

@@ -1,6 +1,7 @@
 """Optuna storage from ``study.storage``: SQLite file (default), journal file, or an RDB URL.
 
 * ``null`` -> ``sqlite:///mlruns/optuna.db``: one process at a time (many writers get "database is locked").
+  Heartbeats are on, so the trial of a killed sweep is failed and retried when the study is resumed.
 * ``journal:<file>`` -> Optuna's append-only journal file: safe for several worker processes on one machine.
 * ``postgresql://user@host/db`` (or ``mysql://``) -> an RDB with heartbeats: many machines; a worker killed
   mid-trial leaves a trial that is failed after the grace period and retried with the same parameters.
@@ -28,17 +29,21 @@ def is_rdb(url: str) -> bool:
     return url.startswith(("postgresql", "mysql"))
 
 
-def open_storage(storage: str | None):
+def open_storage(storage: str | None, heartbeat_seconds: int = HEARTBEAT_SECONDS,
+                 grace_seconds: int = GRACE_SECONDS):
     """The Optuna storage object for ``study.storage`` (creating the local folder a file storage needs).
 
     Raises:
         InputError: on ``study.storage`` when the storage cannot be opened (e.g. PostgreSQL unreachable).
     """
+    import warnings
+
     import optuna
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
     url = storage_url(storage)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         if url.startswith("journal:"):
             path = Path(url[len("journal:"):])
@@ -46,14 +51,13 @@ def open_storage(storage: str | None):
             return JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            return RDBStorage(url)
-        if is_rdb(url):
+        if url.startswith("sqlite:///") or is_rdb(url):
             return RDBStorage(
                 url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-                failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=int(heartbeat_seconds),
+                grace_period=int(grace_seconds),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                engine_kwargs={} if url.startswith("sqlite") else {"pool_pre_ping": True},
             )
     except (optuna.exceptions.StorageInternalError, Exception) as err:  # noqa: B014 - one message for all
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

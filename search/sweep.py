@@ -58,6 +58,7 @@ def help_text() -> str:
 
 #: keys that may change when a study is resumed (they don't change what a trial means)
 RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.n_workers", "study.max_failure_rate",
+                  "study.heartbeat_seconds", "study.grace_seconds",
                   "study.storage", "mlflow", "device")
 
 
@@ -132,7 +133,8 @@ def prepare(argv: list[str]) -> tuple[Setup, Any]:
     setup = Setup(cfg, cfg_dict, params, dataset, dev_idx, test_idx, folds,
                   storage_url(cfg_dict["study"]["storage"]), objectives,
                   [names.OBJECTIVE_DIRECTIONS[o] for o in objectives], fingerprint(cfg_dict), overrides)
-    storage = open_storage(cfg_dict["study"]["storage"])
+    storage = open_storage(cfg_dict["study"]["storage"], cfg_dict["study"]["heartbeat_seconds"],
+                           cfg_dict["study"]["grace_seconds"])
     _check_resume(setup, storage)
     return setup, storage
 
@@ -162,18 +164,6 @@ def _fixed_params(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith("space.")}
 
 
-@dataclass
-class Context:
-    setup: Setup
-    study: Any
-    tracker: Any
-    parent_run_id: str
-    reference: dict[str, float]
-    failed: int = 0
-    completed: int = 0
-    last_error: str = ""
-
-
 def open_parent_run(tracker, study, setup: Setup) -> str:
     """The study's MLflow parent run: reused when the study is resumed, created otherwise."""
     name = setup.cfg_dict["study"]["name"]
@@ -190,6 +180,13 @@ def open_parent_run(tracker, study, setup: Setup) -> str:
         tracker.log_text(run_id, OmegaConf.to_yaml(setup.cfg, resolve=True), names.CONFIG_ARTIFACT)
         tracker.log_text(run_id, json.dumps({"dev": setup.dev_idx.tolist(), "test": setup.test_idx.tolist(),
                                              "folds": [v.tolist() for _, v in setup.folds]}), "split.json")
+        # workers started at the same moment on several machines may each have created one: keep the
+        # oldest (ties broken by id), delete the others, so every worker converges on the same parent
+        parents = tracker.find_runs(**{names.ROLE: "study", names.STUDY_NAME: name})
+        keep = min(parents, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
+        if keep != run_id:
+            tracker.client.delete_run(run_id)
+            run_id = keep
     study.set_user_attr("mlflow_parent_run_id", run_id)
     study.set_user_attr("fingerprint", setup.fingerprint)
     return run_id
@@ -213,111 +210,7 @@ def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> di
     return ref
 
 
-def _set_constraints(trial, cfg_study: dict[str, Any], metrics: dict[str, float]) -> None:
-    checks = [("min_accuracy", lambda lim: lim - metrics[names.ACCURACY]),
-              ("max_size_bytes", lambda lim: metrics[names.SIZE_BYTES] - lim),
-              ("max_latency_ms", lambda lim: metrics[names.LATENCY_MS] - lim)]
-    for key, violation in checks:
-        if cfg_study.get(key) is not None:
-            trial.set_constraint(key, float(violation(float(cfg_study[key]))))
-
-
-def run_trial(ctx: Context, trial) -> str:
-    """One trial, recorded in Optuna and MLflow; returns the final state name. Never raises for a bad
-    trial (only KeyboardInterrupt propagates, after the trial is marked)."""
-    import optuna
-    from omegaconf import OmegaConf
-
-    from search.objective import evaluate_config
-    from search.space import apply_values, sample
-
-    setup, tracker = ctx.setup, ctx.tracker
-    study_name = setup.cfg_dict["study"]["name"]
-    run_id = tracker.create_run(f"trial-{trial.number}", {
-        names.ROLE: "trial", names.TRIAL_NUMBER: trial.number, names.STUDY_NAME: study_name,
-        names.STATE: "RUNNING"}, parent_run_id=ctx.parent_run_id)
-    trial.set_user_attr("mlflow_run_id", run_id)
-    start = time.perf_counter()
-    try:
-        values = sample(trial, setup.params, setup.cfg)
-        trial_cfg = apply_values(setup.cfg, values)
-        cfg_dict = OmegaConf.to_container(trial_cfg, resolve=True)
-        tracker.log(run_id, params=values)
-        tracker.log_text(run_id, OmegaConf.to_yaml(trial_cfg, resolve=True), names.CONFIG_ARTIFACT)
-        ds = setup.dataset
-        with tempfile.TemporaryDirectory(prefix="squeeze-trial-") as tmp:
-            ev = evaluate_config(cfg_dict, ds.X[setup.dev_idx], ds.y[setup.dev_idx], setup.folds, tmp,
-                                 meta={"classes": ds.classes, "study": study_name, "trial": trial.number})
-            tracker.log_file(run_id, ev.artifact_path)
-        metrics = dict(ev.metrics)
-        ref = ctx.reference
-        metrics[names.COMPRESSION_RATIO] = ref[names.SIZE_BYTES] / metrics[names.SIZE_BYTES]
-        metrics[names.SPEEDUP] = ref[names.LATENCY_MS] / metrics[names.LATENCY_MS]
-        metrics[names.TRIAL_SECONDS] = time.perf_counter() - start
-        tracker.log(run_id, metrics=metrics, tags={names.RUNTIME: ev.runtime,
-                                                   "latency_protocol": json.dumps(ev.latency_protocol)})
-        tracker.log_series(run_id, ev.folds)
-        trial.set_user_attr("metrics", metrics)
-        _set_constraints(trial, setup.cfg_dict["study"], metrics)
-        ctx.study.tell(trial, [metrics[o] for o in setup.objectives])
-        tracker.log(run_id, tags={names.STATE: "COMPLETE"})
-        tracker.end_run(run_id, "FINISHED")
-        ctx.completed += 1
-        return "COMPLETE"
-    except KeyboardInterrupt:
-        ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: "interrupted (Ctrl-C)"})
-        tracker.end_run(run_id, "KILLED")
-        raise
-    except Exception as err:  # a failing trial is recorded and the study goes on
-        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        trial.set_user_attr("error", message[:1000])
-        ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: message})
-        tracker.end_run(run_id, "FAILED")
-        ctx.failed += 1
-        ctx.last_error = f"trial {trial.number}: {message}"
-        return "FAIL"
-
-
-def _finished(study) -> int:
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
-
-
-def run_trials(ctx: Context) -> int:
-    """Ask/tell until ``study.n_trials`` trials are finished (or timeout / failure rate); returns exit code."""
-    from tqdm.auto import tqdm
-
-    cfg_study = ctx.setup.cfg_dict["study"]
-    n_trials, timeout = int(cfg_study["n_trials"]), cfg_study["timeout"]
-    max_fail = float(cfg_study["max_failure_rate"])
-    started = time.monotonic()
-    bar = tqdm(total=n_trials, initial=min(_finished(ctx.study), n_trials), unit="trial",
-               desc=cfg_study["name"], dynamic_ncols=True, file=sys.stderr)
-    try:
-        while _finished(ctx.study) < n_trials:
-            if timeout is not None and time.monotonic() - started > float(timeout):
-                bar.write(f"study.timeout={timeout}s reached")
-                break
-            trial = ctx.study.ask()
-            bar.set_postfix_str(f"trial {trial.number} running")
-            run_trial(ctx, trial)
-            bar.update(1)
-            bar.set_postfix_str(f"done {ctx.completed} failed {ctx.failed}")
-            ran = ctx.completed + ctx.failed
-            if ran >= 4 and ctx.failed / ran > max_fail:
-                bar.close()
-                print(f"squeeze: stopped: {ctx.failed} of {ran} trials failed (> study.max_failure_rate="
-                      f"{max_fail}); last error: {ctx.last_error}", file=sys.stderr)
-                return 1
-    finally:
-        bar.close()
-    return 0
-
-
-def summarize(ctx: Context) -> str:
+def summarize(ctx) -> str:
     """Pareto front -> tags, parent metrics, pareto.csv + plots on the parent run; returns the table."""
     from search import report
 
@@ -342,6 +235,102 @@ def summarize(ctx: Context) -> str:
     return head + report.pareto_table(rows) + tail
 
 
+def process_seed(study_seed: int | None, n_existing: int, worker_index: int) -> int | None:
+    """The sampler seed of this process: the study seed for the first worker of a fresh study (so a
+    one-process study is reproducible), a distinct derived seed for resumed studies and other workers
+    (a seeded sampler restarted with the same seed would propose the same first trials again)."""
+    if study_seed is None:
+        return None
+    if n_existing == 0 and worker_index == 0:
+        return int(study_seed)
+    from search.worker import worker_id
+
+    digest = hashlib.sha256(f"{study_seed}:{n_existing}:{worker_index}:{worker_id()}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def open_study(setup: Setup, storage, worker_index: int = 0):
+    import optuna
+
+    cfg = setup.cfg_dict["study"]
+    study = optuna.create_study(study_name=cfg["name"], storage=storage, directions=setup.directions,
+                                load_if_exists=True)
+    seed = process_seed(cfg["seed"], len(study.get_trials(deepcopy=False)), worker_index)
+    return optuna.load_study(study_name=cfg["name"], storage=storage,
+                             sampler=make_sampler(cfg["sampler"], seed, int(cfg["n_trials"])))
+
+
+def _worker_process(argv: list[str], worker_index: int) -> None:
+    """Entry point of a local worker process (``study.n_workers`` > 1): join the study and run trials."""
+    import optuna
+
+    from search.tracking import Tracker
+    from search.worker import Context, run_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    setup, storage = prepare(argv)
+    cfg = setup.cfg_dict
+    tracker = Tracker(cfg["mlflow"]["tracking_uri"], cfg["mlflow"]["experiment"], cfg["mlflow"]["artifact_location"])
+    study = open_study(setup, storage, worker_index)
+    ctx = Context(setup, study, tracker, study.user_attrs["mlflow_parent_run_id"], dict(study.user_attrs["reference"]))
+    try:
+        sys.exit(run_trials(ctx, progress=False))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run_local_workers(ctx, argv: list[str], n_workers: int) -> int:
+    """Start ``n_workers`` processes on this machine and follow the study until they are done.
+
+    A worker that dies (killed, crashed) leaves its running trial behind: it is failed and re-queued here
+    at once (every storage), or by the heartbeat check of the others (RDB storages).
+    """
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    from search.doctor import requeue
+    from search.worker import WORKER_ATTR, count_finished
+
+    spawn = multiprocessing.get_context("spawn")
+    procs = [spawn.Process(target=_worker_process, args=(argv, i + 1), name=f"squeeze-worker-{i + 1}")
+             for i in range(n_workers)]
+    for p in procs:
+        p.start()
+    n_trials = int(ctx.setup.cfg_dict["study"]["n_trials"])
+    bar = tqdm(total=n_trials, unit="trial", desc=f"{ctx.setup.cfg_dict['study']['name']} x{n_workers}",
+               dynamic_ncols=True, file=sys.stderr)
+    host = __import__("socket").gethostname()
+    handled: set[int] = set()
+    try:
+        while True:
+            complete, failed = count_finished(ctx.study)
+            bar.n = min(complete + failed, n_trials)
+            bar.set_postfix_str(f"done {complete} failed {failed} workers {sum(p.is_alive() for p in procs)}")
+            bar.refresh()
+            for p in procs:
+                if not p.is_alive() and p.exitcode not in (0, None) and p.pid not in handled:
+                    handled.add(p.pid)
+                    for t in ctx.study.get_trials(deepcopy=False):
+                        if t.state.name == "RUNNING" and t.user_attrs.get(WORKER_ATTR) == f"{host}:{p.pid}":
+                            requeue(ctx.study, t)
+            if not any(p.is_alive() for p in procs):
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    finally:
+        bar.close()
+    codes = [p.exitcode for p in procs]
+    # a worker that died while others finished the budget may have left a re-queued trial: run it here
+    from search.worker import run_trials
+
+    code = run_trials(ctx, progress=False)
+    return code if code else (1 if 1 in codes else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -355,14 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     from search.tracking import Tracker
+    from search.worker import Context, run_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = setup.cfg_dict
     tracker = Tracker(cfg["mlflow"]["tracking_uri"], cfg["mlflow"]["experiment"], cfg["mlflow"]["artifact_location"])
-    study = optuna.create_study(study_name=cfg["study"]["name"], storage=storage, directions=setup.directions,
-                                sampler=make_sampler(cfg["study"]["sampler"], cfg["study"]["seed"],
-                                                     int(cfg["study"]["n_trials"])),
-                                load_if_exists=True)
+    study = open_study(setup, storage)
     parent = open_parent_run(tracker, study, setup)
     try:
         reference = ensure_reference(tracker, study, setup, parent)
@@ -377,12 +364,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
     ctx = Context(setup, study, tracker, parent, reference)
+    n_workers = int(cfg["study"]["n_workers"])
     try:
-        code = run_trials(ctx)
+        code = run_local_workers(ctx, argv, n_workers) if n_workers > 1 else run_trials(ctx)
     except KeyboardInterrupt:
         code = 130
         print("\nsqueeze: interrupted; run the same command again to resume the study", file=sys.stderr)
     print(summarize(ctx))
+    if cfg["mlflow"]["register"] and code != 130:  # final-fit the Pareto trials, register them (docs/reproduce.md)
+        from search.reproduce import register_front
+
+        code = register_front(tracker, study, setup.objectives, setup.dataset, cfg["mlflow"]["registry_name"]) or code
     tracker.end_run(parent, "FINISHED" if code == 0 else ("KILLED" if code == 130 else "FAILED"))
     return code
 

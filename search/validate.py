@@ -209,6 +209,8 @@ RULES: dict[str, Rule] = {
     "study.max_latency_ms": _number(0, lo_open=True, nullable=True),
     "study.max_failure_rate": _number(0, 1),
     "study.n_workers": _integer(1),
+    "study.heartbeat_seconds": _integer(1),
+    "study.grace_seconds": _integer(1),
     "cv.folds": _integer(2),
     "train.optimizer": _one_of("adam", "adamw", "sgd"),
     "train.lr": _number(0, lo_open=True),
@@ -242,6 +244,8 @@ RULES: dict[str, Rule] = {
     "mlflow.tracking_uri": _text(),
     "mlflow.artifact_location": _text(nullable=True),
     "mlflow.experiment": _text(),
+    "mlflow.register": _boolean,
+    "mlflow.registry_name": _text(),
 }
 
 #: keys of the data and model groups other than their name are checked only where the chosen group has them

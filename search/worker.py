@@ -1,0 +1,229 @@
+"""The worker loop: ask a trial, run it, record it in MLflow, tell Optuna — until the study's budget is used.
+
+Any number of workers (processes on one machine via ``study.n_workers``, or the same command on many
+machines) run this loop against one Optuna storage; Optuna hands each ``ask()`` a distinct trial, so the
+workers never wait for each other (no batches).
+
+Budget: ``study.n_trials`` counts trials that are complete, failed, running or waiting, except a trial
+that was killed and has been re-queued (its retry counts instead). So a study resumed after every worker
+was killed ends with exactly ``n_trials`` finished trials.
+
+Crash recovery: on a storage with heartbeats (SQLite / PostgreSQL / MySQL via ``RDBStorage``) each running
+trial records a heartbeat every few seconds; a trial whose worker died (SIGKILL, lost machine) goes stale
+after the grace period, is marked FAIL and re-queued with the same parameters
+(:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`), and its MLflow run is closed as KILLED by
+:func:`search.doctor.close_orphan_runs`. Journal storage has no heartbeats: there the parent process of
+local workers fails and re-queues the trials of a worker that died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from search import names
+
+__all__ = ["Context", "run_trial", "run_trials", "budget_used", "count_finished", "WORKER_ATTR"]
+
+WORKER_ATTR = "worker"          # trial user attr "<host>:<pid>" of the worker that ran it
+
+
+@dataclass
+class Context:
+    setup: Any                  # search.sweep.Setup
+    study: Any
+    tracker: Any                # search.tracking.Tracker
+    parent_run_id: str
+    reference: dict[str, float]
+    failed: int = 0
+    completed: int = 0
+    last_error: str = ""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _retried(trials) -> set[int]:
+    out: set[int] = set()
+    for t in trials:
+        out.update(t.system_attrs.get("retry_history", []))
+    return out
+
+
+def budget_used(study) -> int:
+    """Trials that count against ``study.n_trials`` (see the module docstring)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    active = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    return sum(1 for t in trials if t.state in active or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+def count_finished(study) -> tuple[int, int]:
+    """(complete, failed-and-not-retried) trials of the study."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
+    return complete, failed
+
+
+def _has_waiting(study) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+@contextmanager
+def heartbeat(study, trial):
+    """Record the trial's heartbeat in a background thread while it runs (RDB storages with heartbeats)."""
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception:  # a missed beat is harmless; the next one retries
+                pass
+            stop.wait(interval)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _set_constraints(trial, cfg_study: dict[str, Any], metrics: dict[str, float]) -> None:
+    checks = [("min_accuracy", lambda lim: lim - metrics[names.ACCURACY]),
+              ("max_size_bytes", lambda lim: metrics[names.SIZE_BYTES] - lim),
+              ("max_latency_ms", lambda lim: metrics[names.LATENCY_MS] - lim)]
+    for key, violation in checks:
+        if cfg_study.get(key) is not None:
+            trial.set_constraint(key, float(violation(float(cfg_study[key]))))
+
+
+def run_trial(ctx: Context, trial) -> str:
+    """One trial, recorded in Optuna and MLflow; returns the final state name. Never raises for a bad
+    trial (only KeyboardInterrupt propagates, after the trial is marked)."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    from search.objective import evaluate_config
+    from search.space import apply_values, sample
+
+    setup, tracker = ctx.setup, ctx.tracker
+    study_name = setup.cfg_dict["study"]["name"]
+    run_id = tracker.create_run(f"trial-{trial.number}", {
+        names.ROLE: "trial", names.TRIAL_NUMBER: trial.number, names.STUDY_NAME: study_name,
+        names.STATE: "RUNNING", WORKER_ATTR: worker_id()}, parent_run_id=ctx.parent_run_id)
+    trial.set_user_attr("mlflow_run_id", run_id)
+    trial.set_user_attr(WORKER_ATTR, worker_id())
+    start = time.perf_counter()
+    try:
+        with heartbeat(ctx.study, trial):
+            values = sample(trial, setup.params, setup.cfg)
+            trial_cfg = apply_values(setup.cfg, values)
+            cfg_dict = OmegaConf.to_container(trial_cfg, resolve=True)
+            tracker.log(run_id, params=values)
+            tracker.log_text(run_id, OmegaConf.to_yaml(trial_cfg, resolve=True), names.CONFIG_ARTIFACT)
+            ds = setup.dataset
+            with tempfile.TemporaryDirectory(prefix="squeeze-trial-") as tmp:
+                ev = evaluate_config(cfg_dict, ds.X[setup.dev_idx], ds.y[setup.dev_idx], setup.folds, tmp,
+                                     meta={"classes": ds.classes, "study": study_name, "trial": trial.number})
+                tracker.log_file(run_id, ev.artifact_path)
+        metrics = dict(ev.metrics)
+        ref = ctx.reference
+        metrics[names.COMPRESSION_RATIO] = ref[names.SIZE_BYTES] / metrics[names.SIZE_BYTES]
+        metrics[names.SPEEDUP] = ref[names.LATENCY_MS] / metrics[names.LATENCY_MS]
+        metrics[names.TRIAL_SECONDS] = time.perf_counter() - start
+        tracker.log(run_id, metrics=metrics, tags={names.RUNTIME: ev.runtime,
+                                                   names.FOLD_RUNTIMES: json.dumps(ev.runtimes),
+                                                   "latency_protocol": json.dumps(ev.latency_protocol)})
+        tracker.log_series(run_id, ev.folds)
+        trial.set_user_attr("metrics", metrics)
+        _set_constraints(trial, setup.cfg_dict["study"], metrics)
+        ctx.study.tell(trial, [metrics[o] for o in setup.objectives])
+        tracker.log(run_id, tags={names.STATE: "COMPLETE"})
+        tracker.end_run(run_id, "FINISHED")
+        ctx.completed += 1
+        return "COMPLETE"
+    except KeyboardInterrupt:
+        ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: "interrupted (Ctrl-C)"})
+        tracker.end_run(run_id, "KILLED")
+        raise
+    except Exception as err:  # a failing trial is recorded and the study goes on
+        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        trial.set_user_attr("error", message[:1000])
+        ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: message})
+        tracker.end_run(run_id, "FAILED")
+        ctx.failed += 1
+        ctx.last_error = f"trial {trial.number}: {message}"
+        return "FAIL"
+
+
+def _failure_rate_exceeded(ctx: Context) -> str | None:
+    complete, failed = count_finished(ctx.study)
+    ran = complete + failed
+    limit = float(ctx.setup.cfg_dict["study"]["max_failure_rate"])
+    if ran >= 4 and failed / ran > limit:
+        return (f"stopped: {failed} of {ran} trials failed (> study.max_failure_rate={limit}); "
+                f"last error: {ctx.last_error or 'see the error tag of the failed trial runs'}")
+    return None
+
+
+def run_trials(ctx: Context, progress: bool = True) -> int:
+    """Ask/tell until the budget is used (or timeout / failure rate); returns the exit code."""
+    import optuna
+    from tqdm.auto import tqdm
+
+    from search.doctor import close_orphan_runs
+
+    cfg_study = ctx.setup.cfg_dict["study"]
+    n_trials, timeout = int(cfg_study["n_trials"]), cfg_study["timeout"]
+    started = time.monotonic()
+    bar = tqdm(total=n_trials, initial=min(sum(count_finished(ctx.study)), n_trials), unit="trial",
+               desc=cfg_study["name"], dynamic_ncols=True, file=sys.stderr, disable=not progress)
+    try:
+        while True:
+            optuna.storages.fail_stale_trials(ctx.study)          # heartbeat storages: dead workers' trials
+            close_orphan_runs(ctx.study, ctx.tracker)
+            if budget_used(ctx.study) >= n_trials and not _has_waiting(ctx.study):
+                return 0
+            if timeout is not None and time.monotonic() - started > float(timeout):
+                bar.write(f"study.timeout={timeout}s reached")
+                return 0
+            trial = ctx.study.ask()
+            bar.set_postfix_str(f"trial {trial.number} running")
+            run_trial(ctx, trial)
+            complete, failed = count_finished(ctx.study)
+            bar.n = min(complete + failed, n_trials)
+            bar.set_postfix_str(f"done {complete} failed {failed}")
+            bar.refresh()
+            if (message := _failure_rate_exceeded(ctx)) is not None:
+                bar.close()
+                print(f"squeeze: {message}", file=sys.stderr)
+                return 1
+    finally:
+        bar.close()
