@@ -17,8 +17,11 @@ SPEEDUP = "speedup"                  # reference latency_ms / latency_ms
 SPARSITY = "sparsity"                # share of zero weights among prunable weights
 AVG_BITS = "avg_bits"                # bits per kept weight in the file
 FIT_SECONDS = "fit_seconds"          # train + compress + fine-tune wall time per fold
-TRIAL_SECONDS = "trial_seconds"      # whole trial wall time
+EVAL_SECONDS = "eval_seconds"        # load + latency + accuracy of the artifact, per fold
+TRIAL_SECONDS = "trial_seconds"      # whole trial wall time: sampling, all folds, MLflow logging, tell
 NDCG = "ndcg"                        # recommenders: NDCG@k
+POPULARITY_HR = "popularity_hr"      # recommenders, parent run: HR@k of the popularity baseline (same folds)
+POPULARITY_NDCG = "popularity_ndcg"  # recommenders, parent run: NDCG@k of the popularity baseline
 
 REFERENCE_PREFIX = "reference_"      # parent run: reference_accuracy, reference_size_bytes, ...
 N_PARETO = "n_pareto"
@@ -49,3 +52,12 @@ CONFIG_ARTIFACT = "config.yaml"
 PARETO_CSV = "pareto.csv"
 PARETO_HTML = "pareto.html"
 PARETO_PNG = "pareto.png"
+SPLIT_ARTIFACT = "split.json"        # parent run: {"dev": [...], "test": [...], "folds": [val idx per fold]}
+FINAL_ARTIFACT = "model.sqz"         # final run: the shipped artifact (fit on all development rows)
+ROWS_ARTIFACT = "rows.json"          # final run: {"train": [...], "test": [...]} row indices it used
+PYFUNC_ARTIFACT = "model"            # final run: the MLflow pyfunc wrapping model.sqz (when registered)
+
+# --- reproduce / final (search.reproduce, search.export) -------------------------------------------
+TEST_PREFIX = "test_"                # final run metrics: test_accuracy, test_size_bytes, ... (held-out test split)
+FOLD_RUNTIMES = "fold_runtimes"      # trial run tag: JSON list, the runtime each CV fold was scored on
+REPRODUCED = "reproduced"            # reproduce run tag: "true" | "false"

@@ -3,6 +3,9 @@
 Knows nothing of Optuna or MLflow: it takes a plain config dict and arrays, runs
 :func:`trainers.pipeline.run_fold` on every fold, and returns means, standard deviations and per-fold
 values. The held-out test split is never passed in: callers give the development rows only.
+
+Ranking data (``model=seqrec``): ``accuracy`` is HR@k and the folds also report ``ndcg`` (NDCG@k);
+:func:`popularity_baseline` scores the popularity ranking on the same folds.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import numpy as np
 
 from search import names
 
-__all__ = ["Evaluation", "evaluate_config", "reference_config", "fold_seed"]
+__all__ = ["Evaluation", "evaluate_config", "reference_config", "fold_seed", "popularity_baseline"]
 
 #: per-fold metrics averaged into the trial's values
 FOLD_METRICS = (names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS, names.THROUGHPUT,
-                names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS)
+                names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS, names.EVAL_SECONDS)
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Evaluation:
     runtime: str                                  # runtime of the loaded model (fold 0)
     latency_protocol: dict[str, Any] = field(default_factory=dict)
     artifact_path: Path | None = None             # the fold-0 artifact
+    runtimes: list[str] = field(default_factory=list)  # the runtime each fold was scored on
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -61,13 +65,31 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
 
     workdir = Path(workdir)
     cfg = dict(cfg)
-    cfg.setdefault("n_classes", int(np.max(y)) + 1)
-    rows, first = [], None
+    # every class gets a score, even one absent from these rows (a ranker scores every item of the catalog)
+    cfg.setdefault("n_classes", len(meta["classes"]) if meta and meta.get("classes") else int(np.max(y)) + 1)
+    rows, results, first = [], [], None
     for k, (train_idx, val_idx) in enumerate(folds):
         result = run_fold(cfg, X[train_idx], y[train_idx], X[val_idx], y[val_idx],
                           seed=fold_seed(cfg["seed"], k), artifact_path=workdir / f"fold{k}.sqz", meta=meta)
-        rows.append({m: float(getattr(result, m)) for m in FOLD_METRICS})
+        row = {m: float(getattr(result, m)) for m in FOLD_METRICS}
+        if getattr(result, "ndcg", None) is not None:     # ranking: NDCG@k next to HR@k (= accuracy)
+            row[names.NDCG] = float(result.ndcg)
+        rows.append(row)
+        results.append(result)
         first = first or result
-    metrics = {m: float(np.mean([r[m] for r in rows])) for m in FOLD_METRICS}
+    metrics = {m: float(np.mean([r[m] for r in rows])) for m in rows[0]}
     metrics[names.ACCURACY_STD] = float(np.std([r[names.ACCURACY] for r in rows]))
-    return Evaluation(metrics, rows, first.runtime, first.latency_protocol, Path(first.artifact_path))
+    return Evaluation(metrics, rows, first.runtime, first.latency_protocol, Path(first.artifact_path),
+                      [r.runtime for r in results])
+
+
+def popularity_baseline(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
+                        folds: list[tuple[np.ndarray, np.ndarray]], n_classes: int) -> dict[str, float]:
+    """Ranking data: HR@k and NDCG@k of recommending the training rows' most frequent items, averaged over
+    the study's folds and scored like the models (all items, the user's history excluded)."""
+    from trainers.ranking import rank_popularity
+
+    k = int(cfg["data"].get("top_k", 10))
+    scores = [rank_popularity(X[tr], y[tr], X[va], y[va], n_classes, k) for tr, va in folds]
+    return {names.POPULARITY_HR: float(np.mean([s["hr"] for s in scores])),
+            names.POPULARITY_NDCG: float(np.mean([s["ndcg"] for s in scores]))}
