@@ -25,8 +25,9 @@ from trainers.data import Preprocessor, load_dataset
 from trainers.fit import seed_everything, train
 from trainers.models import Pipeline, Preprocess, build_net
 
-TRAIN_CFG = {"optimizer": "adam", "lr": 0.003, "weight_decay": 0.0, "epochs": 4, "batch_size": 64}
+TRAIN_CFG = {"optimizer": "adam", "lr": 0.003, "weight_decay": 0.0, "epochs": 4, "batch_size": 64, "threads": 1}
 N_ROWS = 500
+FINETUNE_ROWS = 256        # the fine-tune sees a subset: 2 epochs = 8 steps, enough for a gradual schedule
 FINETUNE_EPOCHS = 2
 
 
@@ -104,7 +105,7 @@ class Case:
         self.arch, self.name = arch, name
         self.cfg = {"finetune_epochs": FINETUNE_EPOCHS, **copy.deepcopy(SETTINGS[name])}
         self.model = copy.deepcopy(base)
-        report = compress(self.model.net, Xt, yt, self.cfg, TRAIN_CFG, seed=0, device="cpu")
+        report = compress(self.model.net, Xt[:FINETUNE_ROWS], yt[:FINETUNE_ROWS], self.cfg, TRAIN_CFG, seed=0, device="cpu")
         self.model.encodings = {f"net.{k}": v for k, v in report.encodings.items()}
         self.model.eval()
         self.path = directory / f"{arch}-{name}.sqz"
@@ -184,21 +185,21 @@ def test_requested_sparsity_is_honoured(case: Case) -> None:
         if scheme == "fp32":                           # no quantizer can add zeros: decoded zeros = pruned
             assert zeros == pruned
         if scope == "per_layer" and scheme == "ternary":
-            assert pruned >= math.floor(ratio * numel), e["name"]
+            assert pruned >= math.floor(ratio * numel + 1e-9), e["name"]
         elif scope == "per_layer":
-            assert pruned == math.floor(ratio * numel), e["name"]
+            assert pruned == math.floor(ratio * numel + 1e-9), e["name"]
             if scheme == "fp32":
-                assert zeros / numel == math.floor(ratio * numel) / numel
+                assert zeros / numel == math.floor(ratio * numel + 1e-9) / numel
         totals["numel"] += numel
         totals["pruned"] += pruned
         totals["zeros"] += zeros
     n = totals["numel"]
     if scheme == "ternary":                            # the ternary threshold can only add zeros
-        assert totals["pruned"] >= math.floor(ratio * n)
+        assert totals["pruned"] >= math.floor(ratio * n + 1e-9)
     elif scope == "global":
-        assert totals["pruned"] == math.floor(ratio * n)
+        assert totals["pruned"] == math.floor(ratio * n + 1e-9)
     else:
-        assert totals["pruned"] == sum(math.floor(ratio * math.prod(e["shape"])) for e in entries)
+        assert totals["pruned"] == sum(math.floor(ratio * math.prod(e["shape"]) + 1e-9) for e in entries)
     if scheme == "fp32":
         assert totals["zeros"] / n == totals["pruned"] / n
 

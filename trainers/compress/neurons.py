@@ -56,7 +56,7 @@ def prune_neurons(net: nn.Module, X: torch.Tensor, ratio: float, criterion: str 
     importance = unit_importance(net, X, criterion)
     kept = []
     for i, scores in enumerate(importance):
-        n_keep = max(1, math.ceil(len(scores) * (1.0 - ratio)))
+        n_keep = max(1, math.ceil(len(scores) * (1.0 - ratio) - 1e-9))   # -1e-9: 100 * (1 - 0.41) is 59.000000000000004
         keep = torch.sort(torch.argsort(scores, descending=True, stable=True)[:n_keep]).values
         if n_keep < len(scores):
             net.keep_units(i, keep)

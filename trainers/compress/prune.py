@@ -71,9 +71,9 @@ class Pruner:
             raise InputError("compress.prune.ratio", f"must be in [0, 0.99], got {ratio}")
         scores = self.scores(weights, previous)
         if self.scope == "per_layer":
-            return [_keep_top(s, s.numel() - math.floor(ratio * s.numel())) for s in scores]
+            return [_keep_top(s, s.numel() - math.floor(ratio * s.numel() + 1e-9)) for s in scores]
         flat = torch.cat([s.flatten() for s in scores])
-        keep_flat = _keep_top(flat, flat.numel() - math.floor(ratio * flat.numel()))
+        keep_flat = _keep_top(flat, flat.numel() - math.floor(ratio * flat.numel() + 1e-9))
         out, start = [], 0
         for s in scores:
             out.append(keep_flat[start:start + s.numel()].reshape(s.shape))

@@ -1,0 +1,242 @@
+"""Tests of trainers.artifact: what the loader rejects, that a file stands alone, and that no pickle is used."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainers import artifact
+from trainers.artifact import FORMAT_VERSION, ArtifactError
+from trainers.compress import compress
+from trainers.data import Preprocessor, load_dataset
+from trainers.errors import InputError
+from trainers.fit import seed_everything, train
+from trainers.models import CNN, MLP, Pipeline, Preprocess
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_CFG = {"optimizer": "adam", "lr": 0.003, "weight_decay": 0.0, "epochs": 2, "batch_size": 64, "threads": 1}
+PREAMBLE = 20
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    ds = load_dataset({"name": "digits"})
+    return ds.X[:300], ds.y[:300]
+
+
+def _model(X: np.ndarray, y: np.ndarray, net: torch.nn.Module, compress_cfg: dict) -> Pipeline:
+    seed_everything(0)
+    pre = Preprocess.from_state(list(X.shape[1:]), Preprocessor().fit(X).state_dict())
+    with torch.no_grad():
+        Xt = pre(torch.from_numpy(X))
+    yt = torch.from_numpy(y)
+    train(net, Xt, yt, TRAIN_CFG, 0, device="cpu")
+    report = compress(net, Xt, yt, compress_cfg, TRAIN_CFG, 0, device="cpu")
+    model = Pipeline(pre, net)
+    model.encodings = {f"net.{k}": v for k, v in report.encodings.items()}
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model(digits) -> Pipeline:
+    """A small MLP pruned + uniform-4-bit quantized: every kind of blob (mask, codes, scale, offset)."""
+    torch.manual_seed(0)
+    cfg = {"finetune_epochs": 1, "prune": {"ratio": 0.5}, "quant": {"scheme": "uniform", "bits": 4}}
+    return _model(*digits, MLP(64, [24, 12], 10), cfg)
+
+
+@pytest.fixture
+def saved(model, tmp_path) -> Path:
+    path = tmp_path / "model.sqz"
+    artifact.save(model, path, meta={"trial": 7})
+    return path
+
+
+def _load_error(path: Path) -> ArtifactError:
+    with pytest.raises(ArtifactError) as info:
+        artifact.load(path)
+    err = info.value
+    assert isinstance(err, InputError)                     # entry points print it as a user error
+    assert err.where == str(path)
+    assert "\n" not in str(err) and str(err).startswith(f"{path}: ")
+    return err
+
+
+# ---------------------------------------------------------------- what the loader rejects
+
+
+def test_loader_rejects_a_missing_file(tmp_path) -> None:
+    assert "not found" in str(_load_error(tmp_path / "nope.sqz"))
+
+
+def test_loader_rejects_a_directory(tmp_path) -> None:
+    assert "not found" in str(_load_error(tmp_path))
+
+
+@pytest.mark.parametrize("keep", [0, 10, PREAMBLE, -1, -100])
+def test_loader_rejects_a_truncated_file(saved, keep: int) -> None:
+    data = saved.read_bytes()
+    saved.write_bytes(data[:keep] if keep >= 0 else data[:len(data) + keep])
+    assert "truncated" in str(_load_error(saved))
+
+
+def test_loader_rejects_trailing_garbage(saved) -> None:
+    saved.write_bytes(saved.read_bytes() + b"\0")
+    assert "padded" in str(_load_error(saved))
+
+
+@pytest.mark.parametrize("where", [PREAMBLE, PREAMBLE + 100, -1])
+def test_loader_rejects_a_flipped_payload_byte_by_checksum(saved, where: int) -> None:
+    data = bytearray(saved.read_bytes())
+    data[where] ^= 0x01
+    saved.write_bytes(bytes(data))
+    assert "checksum mismatch" in str(_load_error(saved))
+
+
+def test_loader_rejects_a_wrong_magic(saved) -> None:
+    saved.write_bytes(b"PK\x03\x04" + saved.read_bytes()[4:])
+    assert "not a squeeze artifact" in str(_load_error(saved))
+
+
+def test_loader_rejects_a_newer_format_version(saved) -> None:
+    data = bytearray(saved.read_bytes())
+    assert struct.unpack_from("<H", data, 4)[0] == FORMAT_VERSION
+    struct.pack_into("<H", data, 4, FORMAT_VERSION + 1)
+    saved.write_bytes(bytes(data))
+    msg = str(_load_error(saved))
+    assert f"format version {FORMAT_VERSION + 1}" in msg and "upgrade" in msg
+
+
+def test_loader_rejects_an_unknown_codec(saved) -> None:
+    data = bytearray(saved.read_bytes())
+    data[6] = 9
+    saved.write_bytes(bytes(data))
+    assert "codec" in str(_load_error(saved))
+
+
+def test_read_header_rejects_like_load(saved) -> None:
+    saved.write_bytes(saved.read_bytes()[:-1])
+    with pytest.raises(ArtifactError, match="truncated") as info:
+        artifact.read_header(saved)
+    assert info.value.where == str(saved)
+
+
+def test_unpack_of_bytes_names_the_given_source() -> None:
+    with pytest.raises(ArtifactError) as info:
+        artifact.unpack(b"SQZ", where="upload #3")
+    assert info.value.where == "upload #3"
+
+
+# ---------------------------------------------------------------- preamble and codecs
+
+
+def test_preamble_fields_describe_the_payload(saved) -> None:
+    data = saved.read_bytes()
+    magic, version, codec, reserved, length, crc = struct.unpack_from("<4sHBBQI", data)
+    assert (magic, version, codec, reserved) == (b"SQZM", FORMAT_VERSION, 2, 0)
+    assert length == len(data) - PREAMBLE
+    assert crc == zlib.crc32(data[PREAMBLE:])
+
+
+@pytest.mark.parametrize("codec", ["none", "zlib", "lzma"])
+def test_every_codec_round_trips_exactly(model, digits, codec: str) -> None:
+    data = artifact.pack(model, codec=codec)
+    assert data[6] == {"none": 0, "zlib": 1, "lzma": 2}[codec]
+    X = torch.from_numpy(digits[0])
+    with torch.no_grad():
+        assert torch.equal(artifact.unpack(data)(X), model(X))
+
+
+def test_uncompressed_payload_is_header_length_then_json_then_blobs(model) -> None:
+    data = artifact.pack(model, codec="none", meta={"k": "v"})
+    (header_len,) = struct.unpack_from("<I", data, PREAMBLE)
+    header = json.loads(data[PREAMBLE + 4:PREAMBLE + 4 + header_len])
+    assert set(header) == {"arch", "meta", "tensors"} and header["meta"] == {"k": "v"}
+    blob_area = len(data) - PREAMBLE - 4 - header_len
+    end = max(start + length for e in header["tensors"] for start, length in e["blobs"].values())
+    assert end == blob_area
+
+
+def test_unknown_codec_name_is_an_input_error(model) -> None:
+    with pytest.raises(InputError, match=r"^compress\.codec: "):
+        artifact.pack(model, codec="zstd")
+
+
+# ---------------------------------------------------------------- the file stands alone
+
+
+LOAD_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import torch
+    from trainers.artifact import load
+    X = torch.from_numpy(np.load(sys.argv[1]))
+    for path in sys.argv[2:]:
+        with torch.no_grad():
+            np.save(path + ".npy", load(path)(X).numpy())
+""")
+
+
+def test_load_needs_the_file_alone_in_a_fresh_process(digits, tmp_path) -> None:
+    X, y = digits
+    torch.manual_seed(0)
+    models = {
+        "mlp.sqz": _model(X, y, MLP(64, [16], 10),
+                          {"finetune_epochs": 0, "neurons": {"ratio": 0.25}, "quant": {"scheme": "ternary"}}),
+        "cnn.sqz": _model(X, y, CNN([1, 8, 8], [4, 6], [8], 10),
+                          {"finetune_epochs": 1, "prune": {"ratio": 0.3, "scope": "global"},
+                           "quant": {"scheme": "fixed_point", "bits": 6}}),
+    }
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, X)
+    for name, model in models.items():
+        artifact.save(model, tmp_path / name)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(inputs), *(str(tmp_path / n) for n in models)],
+                   check=True, cwd=tmp_path, env=env, timeout=120)
+    for name, model in models.items():
+        theirs = np.load(tmp_path / f"{name}.npy")
+        with torch.no_grad():
+            mine = model(torch.from_numpy(X)).numpy()
+        np.testing.assert_array_equal(theirs.argmax(1), mine.argmax(1))
+        np.testing.assert_allclose(theirs, mine, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- no pickle
+
+
+@pytest.mark.parametrize("codec", ["none", "lzma"])
+def test_file_contains_no_pickle_stream(model, tmp_path, codec: str) -> None:
+    path = tmp_path / "m.sqz"
+    artifact.save(model, path, codec=codec)
+    data = path.read_bytes()
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):        # every pickle stream starts b"\x80" + protocol
+        assert pickle.dumps({"a": 1}, protocol=protocol)[:2] == bytes([0x80, protocol])
+    assert b"\x80\x04\x95" not in data and b"\x80\x05\x95" not in data
+    assert b"torch._utils" not in data and b"collections\nOrderedDict" not in data
+
+
+def test_load_works_with_pickle_and_torch_load_disabled(saved, digits, model, monkeypatch) -> None:
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("artifact.load used pickle")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    loaded = artifact.load(saved)
+    X = torch.from_numpy(digits[0])
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    assert loaded.meta == {"trial": 7}
