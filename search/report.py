@@ -90,10 +90,16 @@ def reproduce_command(row: TrialRow) -> str:
     return f"python -m search.reproduce run_id={row.run_id}" if row.run_id else f"(trial {row.number}: no run id)"
 
 
-def _short_params(params: Mapping[str, Any], limit: int = 6) -> str:
+#: the params shown first in the terminal table (the rest are in pareto.csv and MLflow)
+_KEY_PARAMS = ("compress.quant.scheme", "compress.quant.bits", "compress.prune.ratio", "compress.neurons.ratio",
+               "compress.quant.threshold", "model.width", "train.lr", "train.epochs")
+
+
+def _short_params(params: Mapping[str, Any], limit: int = 5) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
-    items = [f"{k.split('.', 1)[-1]}={fmt(v)}" for k, v in params.items()]
+    ordered = [k for k in _KEY_PARAMS if k in params] + [k for k in params if k not in _KEY_PARAMS]
+    items = [f"{k.split('.', 1)[-1]}={fmt(params[k])}" for k in ordered]
     return " ".join(items[:limit]) + (" ..." if len(items) > limit else "")
 
 
