@@ -33,6 +33,7 @@ lint: $(STAMP)  ## ruff
 bench: $(STAMP)  ## write benchmarks/results/*.json (minutes)
 	PYTHONPATH=. $(PY) benchmarks/compression.py --out benchmarks/results/compression.json
 	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search.json
+	PYTHONPATH=. $(PY) benchmarks/recommender.py --out benchmarks/results/recommender.json
 
 mlflow-ui: $(STAMP)  ## browse the default MLflow store on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

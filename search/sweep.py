@@ -40,6 +40,8 @@ examples:
   python -m search.sweep data=breast_cancer study.n_trials=40 cv.folds=5
   python -m search.sweep data=csv data.path=my.csv data.target=label study.name=my-study
   python -m search.sweep space=compress_only study.sampler=nsga2
+  python -m search.sweep data=ecommerce model=seqrec space=seqrec  # recommender: accuracy = HR@10, ndcg logged
+  python -m search.sweep data=interactions data.path=ml-100k/u.data model=seqrec space=seqrec
   python -m search.sweep study.name=digits-mlp study.n_trials=40   # same name + storage = resume
   python -m search.pareto study.name=digits-mlp                   # the Pareto table again
   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1
@@ -112,7 +114,7 @@ def prepare(argv: list[str]) -> tuple[Setup, Any]:
     from search.space import parse_space
     from search.storage import open_storage, storage_url
     from search.validate import validate_config, validate_space
-    from trainers.data import check_dataset, cv_folds, load_dataset, split_test
+    from trainers.data import check_dataset, load_dataset, split_dataset
 
     overrides = split_args(argv)
     cfg = compose(overrides)
@@ -125,10 +127,9 @@ def prepare(argv: list[str]) -> tuple[Setup, Any]:
         raise InputError("mlflow.tracking_uri", f"must be sqlite:///<file>, http(s)://host:port, postgresql://... "
                                                 f"or file:<dir>, got {uri!r}")
     dataset = load_dataset(cfg_dict["data"])
-    folds_n, test_size = cfg_dict["cv"]["folds"], cfg_dict["data"]["test_size"]
+    folds_n, test_size = cfg_dict["cv"]["folds"], cfg_dict["data"].get("test_size")  # none for sequence data
     check_dataset(dataset, folds_n, test_size)
-    dev_idx, test_idx = split_test(dataset.y, test_size, cfg_dict["seed"])
-    folds = cv_folds(dataset.y[dev_idx], folds_n, cfg_dict["seed"])
+    dev_idx, test_idx, folds = split_dataset(dataset, test_size, folds_n, cfg_dict["seed"])  # leave-last-out for sequences
     objectives = list(cfg_dict["study"]["objectives"])
     setup = Setup(cfg, cfg_dict, params, dataset, dev_idx, test_idx, folds,
                   storage_url(cfg_dict["study"]["storage"]), objectives,
@@ -204,7 +205,13 @@ def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> di
         ev = evaluate_config(reference_config(setup.cfg_dict), ds.X[setup.dev_idx], ds.y[setup.dev_idx],
                              setup.folds, tmp, meta={"classes": ds.classes})
     ref = dict(ev.metrics)
-    ctx_tracker.log(parent_run_id, metrics={names.REFERENCE_PREFIX + k: v for k, v in ref.items()},
+    baseline = {}
+    if ds.kind == "sequence":  # recommenders: the popularity baseline on the same folds, scored the same way
+        from search.objective import popularity_baseline
+
+        baseline = popularity_baseline(setup.cfg_dict, ds.X[setup.dev_idx], ds.y[setup.dev_idx], setup.folds,
+                                       len(ds.classes))
+    ctx_tracker.log(parent_run_id, metrics={**{names.REFERENCE_PREFIX + k: v for k, v in ref.items()}, **baseline},
                     tags={"reference_runtime": ev.runtime})
     study.set_user_attr("reference", ref)
     return ref

@@ -188,12 +188,38 @@ RULES: dict[str, Rule] = {
     "data.test_size": _number(0, 1, lo_open=True, hi_open=True),
     "data.standardize": _boolean,
     "data.pca": _pca,
+    # conf/data/ecommerce.yaml and conf/data/interactions.yaml (sequence data)
+    "data.seed": _integer(0, _SEED_MAX),
+    "data.n_users": _integer(1),
+    "data.n_items": _integer(2),
+    "data.n_categories": _integer(3),
+    "data.n_brands": _integer(1),
+    "data.brands_per_category": _integer(1),
+    "data.min_events": _integer(3),
+    "data.max_events": _integer(3),
+    "data.popularity_exponent": _number(0, 3),
+    "data.transition_strength": _number(0, 1),
+    "data.interest_mix": _number(0, 1),
+    "data.brand_loyalty": _number(0, 1),
+    "data.format": _one_of("auto", "movielens_tab", "movielens_dat", "csv"),
+    "data.user_col": _text(),
+    "data.item_col": _text(),
+    "data.time_col": _text(nullable=True),
+    "data.item_features": _text(nullable=True),
+    "data.max_len": _integer(1),
+    "data.top_k": _integer(1),
     # conf/model/*.yaml
     "model.name": _text(),
     "model.channels": _int_list(non_empty=True),
     "model.hidden": _int_list(non_empty=False),
     "model.width": _number(0, lo_open=True),
     "model.dropout": _number(0, 1, hi_open=True),
+    "model.d_model": _integer(1),
+    "model.heads": _integer(1),
+    "model.blocks": _integer(1),
+    "model.ffn_mult": _number(0, lo_open=True),
+    "model.max_len": _integer(1),
+    "model.side_features": _boolean,
     # conf/sweep.yaml
     "seed": _integer(0, _SEED_MAX),
     "device": _one_of("auto", "cpu", "cuda"),
@@ -293,6 +319,9 @@ def _missing_keys(node: Any, prefix: str = "") -> Iterator[str]:
                     yield from _missing_keys(child, f"{key}.")
 
 
+#: data groups whose rows are users' event sequences (trainers/data/_sequence.py); they need model=seqrec
+SEQUENCE_DATA = ("ecommerce", "interactions")
+
 #: the keys that :func:`_cross_problems` reads
 _CROSS_KEYS = frozenset({"study.n_workers", "study.storage", "data.pca", "model.name"})
 
@@ -315,6 +344,14 @@ def _cross_problems(cfg: DictConfig) -> Iterator[InputError]:
         yield InputError(
             "data.pca",
             f"must be null unless model.name is mlp (PCA needs flat inputs; model.name is {model!r}), got {pca!r}",
+        )
+    _, data_name = _lookup(cfg, "data.name")
+    if isinstance(model, str) and isinstance(data_name, str) and (model == "seqrec") != (data_name in SEQUENCE_DATA):
+        need = "seqrec" if data_name in SEQUENCE_DATA else "mlp or cnn"
+        yield InputError(
+            "model.name",
+            f"must be {need} for data={data_name} (seqrec ranks items of sequence data: "
+            f"{'|'.join(SEQUENCE_DATA)}; mlp and cnn classify rows), got {model!r}",
         )
 
 
@@ -365,7 +402,8 @@ def _candidates(param: Param) -> list[Any]:
 def validate_space(cfg: DictConfig, params: list[Param]) -> None:
     """Check a parsed space against the config it will be sampled into.
 
-    Every searched key must exist in ``cfg``, every value its distribution can sample must pass the key's
+    Every searched key must exist in ``cfg`` (unless its ``when`` on fixed keys can never hold with this
+    config, like ``data.pca`` when ``model.name`` is not mlp), every value its distribution can sample must pass the key's
     rule in :data:`RULES`, no value may break a rule between keys (e.g. ``data.pca`` with a cnn) when its
     ``when`` lets it be sampled with this config, and every ``when`` must refer to an existing key with
     values that key can take.
@@ -377,6 +415,9 @@ def validate_space(cfg: DictConfig, params: list[Param]) -> None:
     for param in params:
         where = f"space.params.{param.key}"
         if not has_config_key(cfg, param.key):
+            fixed = {k: v for k, v in param.when.items() if k not in by_key}
+            if fixed and not Param(param.key, param.distribution, fixed).conditions_hold({}, cfg):
+                continue  # never sampled with this config (data.pca of the joint space with model=seqrec)
             raise InputError(where, f"no such config key in the composed config, got {param.key!r}")
         rule = RULES.get(param.key)
         if rule is not None:

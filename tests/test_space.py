@@ -25,6 +25,8 @@ from trainers.errors import InputError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SPACES = sorted(p.stem for p in (CONF / "space").glob("*.yaml"))
+#: the groups a space needs beyond the defaults (space=seqrec searches the recommender's keys)
+SPACE_GROUPS = {"seqrec": ("data=ecommerce", "model=seqrec")}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -152,7 +154,7 @@ def test_real_spaces_parse_in_order(make_cfg, name):
 
 
 def test_all_three_spaces_exist():
-    assert SPACES == ["compress_only", "joint", "train_only"]
+    assert SPACES == ["compress_only", "joint", "seqrec", "train_only"]
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -422,10 +424,11 @@ def test_to_overrides_round_trip_through_compose(make_cfg):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_sampled_values_round_trip(make_cfg, name):
-    cfg = make_cfg(f"space={name}")
+    groups = SPACE_GROUPS.get(name, ())
+    cfg = make_cfg(f"space={name}", *groups)
     params = parse_space(cfg.space)
     for values in _sample_many(cfg, params, n=8, seed=3):
-        composed = make_cfg(f"space={name}", *to_overrides(values))
+        composed = make_cfg(f"space={name}", *groups, *to_overrides(values))
         _assert_reproduced(composed, values)
         assert apply_values(cfg, values) == composed
 

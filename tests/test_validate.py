@@ -135,6 +135,8 @@ BAD = [
     (["mlflow.tracking_uri=''"], "mlflow.tracking_uri", "non-empty string"),
     (["mlflow.tracking_uri=null"], "mlflow.tracking_uri", "got None"),
     (["mlflow.experiment=' '"], "mlflow.experiment", "non-empty string"),
+    (["mlflow.register=yes"], "mlflow.register", "true or false"),
+    (["mlflow.registry_name=''"], "mlflow.registry_name", "non-empty string"),
     (["data.test_size=0"], "data.test_size", "(0, 1)"),
     (["data.test_size=1"], "data.test_size", "(0, 1)"),
     (["data.pca=0"], "data.pca", "integer >= 1"),
@@ -149,6 +151,34 @@ BAD = [
     (["model.dropout=1"], "model.dropout", "[0, 1)"),
     (["model=cnn", "model.channels=[16,-1]"], "model.channels", "positive integers"),
     (["model=cnn", "model.channels=[]"], "model.channels", "non-empty"),
+    # sequence data (conf/data/ecommerce.yaml, conf/data/interactions.yaml) and model=seqrec
+    (["data=ecommerce", "model=seqrec", "data.seed=-1"], "data.seed", "integer in 0..4294967295"),
+    (["data=ecommerce", "model=seqrec", "data.n_users=0"], "data.n_users", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "data.n_items=1"], "data.n_items", ">= 2"),
+    (["data=ecommerce", "model=seqrec", "data.n_categories=2"], "data.n_categories", ">= 3"),
+    (["data=ecommerce", "model=seqrec", "data.n_brands=0"], "data.n_brands", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "data.brands_per_category=0"], "data.brands_per_category", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "data.min_events=2"], "data.min_events", ">= 3"),
+    (["data=ecommerce", "model=seqrec", "data.max_events=2.5"], "data.max_events", "integer >= 3"),
+    (["data=ecommerce", "model=seqrec", "data.popularity_exponent=4"], "data.popularity_exponent", "[0, 3]"),
+    (["data=ecommerce", "model=seqrec", "data.transition_strength=1.5"], "data.transition_strength", "[0, 1]"),
+    (["data=ecommerce", "model=seqrec", "data.interest_mix=-0.1"], "data.interest_mix", "[0, 1]"),
+    (["data=ecommerce", "model=seqrec", "data.brand_loyalty=2"], "data.brand_loyalty", "[0, 1]"),
+    (["data=ecommerce", "model=seqrec", "data.max_len=0"], "data.max_len", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "data.top_k=0"], "data.top_k", ">= 1"),
+    (["data=interactions", "data.path=u.data", "model=seqrec", "data.format=xml"], "data.format", "auto|movielens_tab|movielens_dat|csv"),
+    (["data=interactions", "data.path=u.data", "model=seqrec", "data.user_col=''"], "data.user_col", "non-empty string"),
+    (["data=interactions", "data.path=u.data", "model=seqrec", "data.item_col=''"], "data.item_col", "non-empty string"),
+    (["data=interactions", "data.path=u.data", "model=seqrec", "data.time_col=''"], "data.time_col", "null or a non-empty string"),
+    (["data=interactions", "data.path=u.data", "model=seqrec", "data.item_features=''"], "data.item_features", "null or a non-empty string"),
+    (["data=ecommerce", "model=seqrec", "model.d_model=0"], "model.d_model", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "model.heads=0"], "model.heads", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "model.blocks=0"], "model.blocks", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "model.ffn_mult=0"], "model.ffn_mult", "> 0"),
+    (["data=ecommerce", "model=seqrec", "model.max_len=0"], "model.max_len", ">= 1"),
+    (["data=ecommerce", "model=seqrec", "model.side_features=maybe"], "model.side_features", "true or false"),
+    (["data=ecommerce"], "model.name", "must be seqrec for data=ecommerce"),
+    (["model=seqrec"], "model.name", "must be mlp or cnn for data=digits"),
     (["data=csv"], "data.path", "is required: add data.path=<file>"),
     (["data=npz"], "data.path", "is required: add data.path=<file>"),
     (["data=csv", "data.path=my.csv"], "data.target", "is required: add data.target=<column>"),
@@ -184,6 +214,7 @@ def test_unknown_group_keys_are_ignored_and_absent_ones_skipped(make_cfg):
     cfg = make_cfg()
     with open_dict(cfg):
         cfg.model.name = "seqrec"
+        cfg.data.name = "ecommerce"  # seqrec needs sequence data (a rule between keys)
         cfg.model.embedding_dim = 64
         del cfg.model["hidden"]
         del cfg.model["dropout"]
@@ -219,10 +250,14 @@ def test_rules_are_usable_alone():
 # --- spaces ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
-@pytest.mark.parametrize("name", SPACES)
+#: every space with every model it applies to (space=seqrec is the recommender's; the others fit all models)
+REAL_SPACES = [(s, m) for s in SPACES for m in ("mlp", "cnn", "seqrec") if s != "seqrec" or m == "seqrec"]
+
+
+@pytest.mark.parametrize("name, model", REAL_SPACES)
 def test_real_spaces_pass(make_cfg, name, model):
-    cfg = make_cfg(f"space={name}", f"model={model}")
+    data = ["data=ecommerce"] if model == "seqrec" else []
+    cfg = make_cfg(f"space={name}", f"model={model}", *data)
     validate_config(cfg)
     validate_space(cfg, parse_space(cfg.space))
 

@@ -59,6 +59,9 @@ def train(
 ) -> dict[str, float]:
     """Minimize cross-entropy of ``model(X)`` against ``y`` with mini-batch ``train_cfg.optimizer``.
 
+    A model that defines ``training_loss(x, y)`` is trained on that loss instead (the sequential
+    recommender's next-item loss over every position, :class:`trainers.models.seqrec.SeqRec`).
+
     Args:
         model: trained in place (moved back to CPU at the end).
         X, y: training inputs (already preprocessed) and int64 labels.
@@ -103,7 +106,7 @@ def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step) -> dict[
             xb, yb = X[idx].to(dev), y[idx].to(dev)
             if on_step is not None:
                 on_step(step, total)
-            loss = loss_fn(model(xb), yb)
+            loss = model.training_loss(xb, yb) if hasattr(model, "training_loss") else loss_fn(model(xb), yb)
             if not torch.isfinite(loss):
                 model.cpu()
                 raise TrainingDiverged(f"loss became {loss.item()} at step {step} (lr={lr})")

@@ -2,7 +2,8 @@
 
 What happens to which tensor:
 
-* **weights** of every Linear/Conv2d layer are pruned and quantized. With
+* **weights** of every Linear/Conv2d layer and every Embedding table (one row per item, quantized per
+  row) are pruned and quantized. With
   ``compress.quant.quantize_first_last=false`` the first and last layer keep fp32 values (still pruned).
 * **biases** are neither pruned nor quantized: they are stored as fp32 (a few hundred numbers).
 * **neuron pruning** removes hidden units/channels (never inputs or classes) before weight pruning.
@@ -33,8 +34,9 @@ __all__ = ["CompressionReport", "compress", "compressible_layers"]
 
 
 def compressible_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every Linear/Conv2d layer in forward order: the layers whose weights compress."""
-    return [(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    """(name, module) of every Linear/Conv2d/Embedding layer in registration order: the layers whose weights
+    compress. An embedding table ``(rows, dim)`` is quantized per row (dim 0 = output channel)."""
+    return [(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Embedding))]
 
 
 class _MaskedQuantized(nn.Module):

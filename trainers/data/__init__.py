@@ -8,6 +8,10 @@ Typical use by a trainer::
     for train, val in cv_folds(ds.y[dev_idx], cfg.cv.folds, cfg.seed):
         pre = Preprocessor(cfg.data.standardize, cfg.data.pca).fit(ds.X[dev_idx][train])
         ...
+
+Sequence data (``data=ecommerce``, ``data=interactions``) has two rows per user and is split
+leave-last-out with folds over users: use :func:`split_dataset`, which dispatches on ``ds.kind``
+(the protocol is documented in :mod:`trainers.data._sequence`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 from trainers.data._dataset import Dataset
 from trainers.data._load import DATASET_NAMES, load_dataset
 from trainers.data._preprocess import Preprocessor
-from trainers.data._split import check_dataset, cv_folds, split_test
+from trainers.data._sequence import from_histories, leave_last_out, user_folds
+from trainers.data._split import check_dataset, cv_folds, split_dataset, split_test
 
 __all__ = [
     "DATASET_NAMES",
@@ -23,6 +28,10 @@ __all__ = [
     "Preprocessor",
     "check_dataset",
     "cv_folds",
+    "from_histories",
+    "leave_last_out",
     "load_dataset",
+    "split_dataset",
     "split_test",
+    "user_folds",
 ]

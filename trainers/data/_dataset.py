@@ -12,7 +12,7 @@ from trainers.errors import InputError
 
 __all__ = ["Dataset", "KINDS", "config_value", "encode_labels", "required_path"]
 
-KINDS = ("tabular", "image")
+KINDS = ("tabular", "image", "sequence")
 
 _MISSING = "???"
 
@@ -22,12 +22,16 @@ class Dataset:
     """Features and integer class labels, ready for splitting and training.
 
     Attributes:
-        X: float32 features, ``(N, F)`` for kind ``"tabular"`` or ``(N, C, H, W)`` for kind ``"image"``.
-        y: int64 class ids ``0 .. K-1``.
-        classes: the original labels as strings; ``classes[i]`` is the label of class id ``i``.
-        kind: ``"tabular"`` or ``"image"``; decides which models and preprocessing apply.
+        X: float32 features, ``(N, F)`` for kind ``"tabular"`` or ``(N, C, H, W)`` for kind ``"image"``;
+            int64 ``(N, C, L)`` event windows for kind ``"sequence"`` (see :mod:`trainers.data._sequence`).
+        y: int64 class ids ``0 .. K-1`` (for ``"sequence"``: the next item id, ``1 .. K-1``).
+        classes: the original labels as strings; ``classes[i]`` is the label of class id ``i`` (for
+            ``"sequence"``: item names, ``classes[0]`` is the padding id).
+        kind: ``"tabular"``, ``"image"`` or ``"sequence"``; decides which models and preprocessing apply.
         name: the dataset's config name (``data.name``), e.g. ``"digits"`` or ``"csv"``.
-        feature_names: column names of a tabular dataset when known, else ``None``.
+        feature_names: column names of a tabular dataset, channel names of a sequence dataset, else ``None``.
+        users: ``"sequence"`` only: the user (0 .. U-1) of each row.
+        heldout: ``"sequence"`` only: True where the row's target is the user's last event (the test row).
     """
 
     X: np.ndarray
@@ -36,11 +40,18 @@ class Dataset:
     kind: str
     name: str
     feature_names: list[str] | None = None
+    users: np.ndarray | None = None
+    heldout: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Check internal consistency; a failure here is a loader bug, not a user error."""
         if self.kind not in KINDS:
             raise ValueError(f"Dataset.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "sequence":
+            from trainers.data._sequence import check_sequence_arrays
+
+            check_sequence_arrays(self)
+            return
         expected_rank = 2 if self.kind == "tabular" else 4
         if self.X.ndim != expected_rank:
             raise ValueError(

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from trainers.data._arrays import load_npz
 from trainers.data._builtin import breast_cancer, digits
 from trainers.data._dataset import Dataset
+from trainers.data._ecommerce import ecommerce
+from trainers.data._interactions import load_interactions
 from trainers.data._tabular import load_csv
 from trainers.errors import InputError
 
@@ -17,6 +19,8 @@ _LOADERS: dict[str, Callable[[Mapping], Dataset]] = {
     "breast_cancer": lambda _cfg: breast_cancer(),
     "csv": load_csv,
     "npz": load_npz,
+    "ecommerce": ecommerce,                 # sequence data (trainers/data/_sequence.py)
+    "interactions": load_interactions,
 }
 
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
@@ -27,7 +31,8 @@ def load_dataset(data_cfg: Mapping) -> Dataset:
 
     Args:
         data_cfg: the ``data`` group as a plain dict or an OmegaConf ``DictConfig``; reads ``name`` and,
-            for ``csv``/``npz``, ``path`` (and ``target`` for ``csv``).
+            for ``csv``/``npz``, ``path`` (and ``target`` for ``csv``); ``ecommerce`` and ``interactions``
+            read their own keys (conf/data/ecommerce.yaml, conf/data/interactions.yaml).
 
     Returns:
         The full dataset; splitting and preprocessing happen later, so nothing here depends on the seed.

@@ -13,9 +13,10 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from trainers.data._dataset import Dataset
+from trainers.data._sequence import check_sequence_dataset, leave_last_out, user_folds
 from trainers.errors import InputError
 
-__all__ = ["check_dataset", "cv_folds", "split_test", "test_rows_per_class"]
+__all__ = ["check_dataset", "cv_folds", "split_dataset", "split_test", "test_rows_per_class"]
 
 
 def test_rows_per_class(n_rows: int, test_size: float) -> int:
@@ -80,6 +81,22 @@ def cv_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.
     ]
 
 
+def split_dataset(ds: Dataset, test_size: float | None, folds: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """``(dev_idx, test_idx, folds)`` of ``ds``: the split every caller should use.
+
+    Classification data: :func:`split_test` then :func:`cv_folds` on the development rows (stratified).
+    Sequence data: leave-last-out per user (``test_size`` is ignored) and folds over users, see
+    :mod:`trainers.data._sequence`. Fold indices refer to ``dev_idx`` positions.
+    """
+    if ds.kind == "sequence":
+        dev_idx, test_idx = leave_last_out(ds)
+        _check_folds(folds)
+        return dev_idx, test_idx, user_folds(len(dev_idx), folds, seed)
+    dev_idx, test_idx = split_test(ds.y, test_size, seed)
+    return dev_idx, test_idx, cv_folds(ds.y[dev_idx], folds, seed)
+
+
 def check_dataset(ds: Dataset, folds: int, test_size: float) -> None:
     """Fail early, before any training, when the data cannot support the configured evaluation.
 
@@ -90,8 +107,13 @@ def check_dataset(ds: Dataset, folds: int, test_size: float) -> None:
 
     Raises:
         InputError: ``data.test_size`` outside ``(0, 1)``, ``cv.folds`` < 2, a single class, or a class
-            too small for one test row plus ``folds`` stratified folds.
+            too small for one test row plus ``folds`` stratified folds; for sequence data, fewer than
+            ``2 * folds`` users.
     """
+    if ds.kind == "sequence":  # leave-last-out: data.test_size does not apply
+        _check_folds(folds)
+        check_sequence_dataset(ds, folds)
+        return
     _check_test_size(test_size)
     _check_folds(folds)
     counts = np.bincount(ds.y, minlength=ds.n_classes)

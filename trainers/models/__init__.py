@@ -15,10 +15,11 @@ from trainers.errors import InputError
 from trainers.models.cnn import CNN
 from trainers.models.mlp import MLP
 from trainers.models.preprocess import Preprocess
+from trainers.models.seqrec import SeqRec
 
-__all__ = ["CNN", "MLP", "Pipeline", "Preprocess", "build_net", "net_spec_from_config", "build_pipeline"]
+__all__ = ["CNN", "MLP", "Pipeline", "Preprocess", "SeqRec", "build_net", "net_spec_from_config", "build_pipeline"]
 
-_NETS = {"mlp": MLP, "cnn": CNN}
+_NETS = {"mlp": MLP, "cnn": CNN, "seqrec": SeqRec}
 
 
 class Pipeline(nn.Module):
@@ -53,10 +54,17 @@ def _scaled(sizes: list[int], width: float) -> list[int]:
     return [max(1, round(s * width)) for s in sizes]
 
 
-def net_spec_from_config(model_cfg: Mapping[str, Any], input_shape: list[int], n_classes: int) -> dict[str, Any]:
-    """The architecture for ``model.*`` config keys, the (preprocessed) input shape and class count."""
+def net_spec_from_config(model_cfg: Mapping[str, Any], input_shape: list[int], n_classes: int,
+                         side_vocab: list[int] | None = None) -> dict[str, Any]:
+    """The architecture for ``model.*`` config keys, the (preprocessed) input shape and class count.
+
+    For ``seqrec``: ``input_shape`` is ``(C, L)`` event windows, ``n_classes = n_items + 1`` and
+    ``side_vocab`` the id-space size of each side-feature channel (used when ``model.side_features``).
+    """
     name, width = model_cfg["name"], float(model_cfg.get("width", 1.0))
     dropout = float(model_cfg.get("dropout", 0.0))
+    if name == "seqrec":
+        return _seqrec_spec(model_cfg, input_shape, n_classes, side_vocab or [], width, dropout)
     if name == "mlp":
         in_features = 1
         for d in input_shape:
@@ -69,3 +77,19 @@ def net_spec_from_config(model_cfg: Mapping[str, Any], input_shape: list[int], n
         return {"type": "cnn", "in_shape": list(input_shape), "channels": _scaled(list(model_cfg["channels"]), width),
                 "hidden": _scaled(list(model_cfg["hidden"]), width), "n_classes": n_classes, "dropout": dropout}
     raise InputError("model", f"unknown model {name!r}; choices: {sorted(_NETS)}")
+
+
+def _seqrec_spec(model_cfg: Mapping[str, Any], input_shape: list[int], n_classes: int, side_vocab: list[int],
+                 width: float, dropout: float) -> dict[str, Any]:
+    """``d_model * width`` rounded to a multiple of ``heads``; ``max_len`` capped at the data's window."""
+    if len(input_shape) != 2:
+        raise InputError("model", f"seqrec needs sequence data (C, L) such as data=ecommerce; this data has shape "
+                                  f"{tuple(input_shape)}: use model=mlp or model=cnn")
+    heads = int(model_cfg.get("heads", 1))
+    d_model = max(heads, round(int(model_cfg["d_model"]) * width / heads) * heads)
+    hidden = max(1, round(d_model * float(model_cfg.get("ffn_mult", 1.0))))
+    return {"type": "seqrec", "n_items": n_classes - 1, "d_model": d_model, "heads": heads,
+            "ffn_hidden": [hidden] * int(model_cfg.get("blocks", 1)),
+            "max_len": min(int(model_cfg.get("max_len", input_shape[1])), int(input_shape[1])),
+            "dropout": dropout,
+            "side_vocab": list(side_vocab) if bool(model_cfg.get("side_features", True)) else []}

@@ -1,0 +1,91 @@
+"""The MLflow pyfunc of a squeeze model: a thin wrapper over :func:`trainers.artifact.load`.
+
+Nothing is pickled: the model is logged "from code" (:mod:`search.pyfunc_model`, a file that MLflow
+runs to build a stateless :class:`SqueezeModel`), and the compact ``.sqz`` file travels as the pyfunc
+artifact ``model``, loaded by :func:`trainers.artifact.load` in :meth:`SqueezeModel.load_context`. The
+packages ``search`` and ``trainers`` travel with the model (``code_paths``), so it loads outside this
+repository too, given the pip requirements it lists (torch, numpy, pandas, mlflow).
+
+Example:
+    >>> model = mlflow.pyfunc.load_model("models:/squeeze-digits-mlp/1")   # doctest: +SKIP
+    >>> model.predict(frame)        # DataFrame of feature columns -> array of class labels  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from search import names
+
+__all__ = ["SqueezeModel", "log_pyfunc"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SqueezeModel(mlflow.pyfunc.PythonModel):
+    """``predict(DataFrame) -> labels`` of the artifact ``context.artifacts["model"]``."""
+
+    def load_context(self, context) -> None:
+        from search.predict import input_shape
+        from trainers import artifact
+
+        self._model = artifact.load(context.artifacts["model"])
+        self._meta = dict(self._model.meta or {})
+        self._shape = input_shape(self._model)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        import numpy as np
+
+        from search.predict import (
+            features_from_array,
+            features_from_frame,
+            labels_of,
+            predict_ids,
+            runtime_model,
+        )
+
+        if isinstance(model_input, pd.DataFrame):
+            X = features_from_frame(model_input, self._meta, self._shape, "model_input")
+        else:
+            X = features_from_array(np.asarray(model_input), self._shape, "model_input")
+        served = runtime_model(self._model, self._meta.get("runtime"), X[:1])
+        return labels_of(predict_ids(served, X), self._meta)
+
+
+def log_pyfunc(artifact_path: str | Path) -> Any:
+    """Log the pyfunc of ``artifact_path`` into the active MLflow run; returns mlflow's ``ModelInfo``."""
+    import numpy
+    import pandas
+    import torch
+
+    requirements = [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+                    f"numpy=={numpy.__version__}", f"pandas=={pandas.__version__}"]
+    # no signature on purpose: columns are matched by name (tabular) or position (images) by our own code,
+    # with errors naming the column; silence mlflow's "failed to infer model signature" warning about it
+    quiet = _DropMessage("Failed to infer model signature")
+    logger = logging.getLogger("mlflow.pyfunc")
+    logger.addFilter(quiet)
+    try:
+        return mlflow.pyfunc.log_model(
+            name=names.PYFUNC_ARTIFACT,
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),   # models from code: no pickle
+            artifacts={"model": str(artifact_path)},
+            code_paths=[str(ROOT / "search"), str(ROOT / "trainers")],
+            pip_requirements=requirements,          # explicit: no slow inference of requirements
+        )
+    finally:
+        logger.removeFilter(quiet)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)

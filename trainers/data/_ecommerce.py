@@ -1,0 +1,135 @@
+"""``data=ecommerce``: a seeded synthetic shop whose next purchase depends on the recent sequence.
+
+The world (all drawn from ``data.seed``, so the same config always gives the same dataset):
+
+* **items** have a category (spread evenly), a brand (one of the ``brands_per_category`` brands that sell
+  in that category; a brand sells in several categories) and a Zipf popularity
+  ``w_i = rank_i ** -popularity_exponent``.
+* **categories** follow a Markov chain: each category has two favourite successors (think phone -> case ->
+  charger) that get ``transition_strength`` of the probability (2:1), the rest is uniform.
+* **users** have a profile: an age band (each band prefers a few brands, weight x3) and three interest
+  categories; ``n_events`` uniform in ``[min_events, max_events]``.
+
+A user's events, in time order: the first category is one of the interests; then, with probability
+``interest_mix`` a random interest, else the successor of the last event's category. With probability
+``brand_loyalty`` the item is bought from a brand among the user's last three purchases, if that brand
+sells unseen items in the category. Within the candidates an item is drawn by popularity x brand
+preference, never one the user already has. So the next item depends on the last category and the
+recent brands, which a sequence model can learn and a popularity ranking cannot.
+
+Channels of ``X``: ``item`` (1 .. n_items), ``category`` (1 .. n_categories), ``brand`` (1 .. n_brands).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from trainers.data._sequence import MIN_EVENTS, from_histories
+from trainers.errors import InputError
+
+__all__ = ["ecommerce", "generate_histories"]
+
+DEFAULTS = {
+    "seed": 0, "n_users": 600, "n_items": 200, "n_categories": 10, "n_brands": 20, "brands_per_category": 4,
+    "min_events": 5, "max_events": 30, "popularity_exponent": 0.5, "transition_strength": 0.9,
+    "interest_mix": 0.1, "brand_loyalty": 0.8, "max_len": 30,
+}
+_RECENT_BRANDS = 3
+_AGE_BANDS = 5
+
+
+def _param(cfg: Mapping, key: str, lo: float, hi: float | None = None, integer: bool = True):
+    value = cfg.get(key, DEFAULTS[key])
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
+    if integer:
+        ok = ok and isinstance(value, numbers.Integral)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise InputError(f"data.{key}", f"must be {kind} {bounds}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _draw(rng: np.random.Generator, cumulative: np.ndarray) -> int:
+    """Index drawn with probability proportional to the increments of ``cumulative`` (fast ``rng.choice``)."""
+    return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(cumulative) - 1)
+
+
+def generate_histories(cfg: Mapping) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Users' event arrays ``(T_u, 3)`` = (item, category, brand), 1-based, oldest first; and the item table."""
+    n_users = _param(cfg, "n_users", 1)
+    n_items = _param(cfg, "n_items", 2)
+    n_cat = _param(cfg, "n_categories", 3, n_items)
+    n_brands = _param(cfg, "n_brands", 1)
+    per_cat = _param(cfg, "brands_per_category", 1, n_brands)
+    min_events = _param(cfg, "min_events", MIN_EVENTS)
+    max_events = _param(cfg, "max_events", min_events)
+    zipf = _param(cfg, "popularity_exponent", 0.0, 3.0, integer=False)
+    strength = _param(cfg, "transition_strength", 0.0, 1.0, integer=False)
+    mix = _param(cfg, "interest_mix", 0.0, 1.0, integer=False)
+    loyalty = _param(cfg, "brand_loyalty", 0.0, 1.0, integer=False)
+    rng = np.random.default_rng(_param(cfg, "seed", 0))
+
+    # items: category, brand, popularity
+    category = rng.permutation(np.arange(n_items) % n_cat)
+    cat_brands = np.stack([rng.choice(n_brands, per_cat, replace=False) for _ in range(n_cat)])  # (n_cat, per_cat)
+    brand = cat_brands[category, rng.integers(0, per_cat, n_items)]
+    popularity = (1.0 + rng.permutation(n_items)) ** -zipf
+    items_of_cat = [np.flatnonzero(category == c) for c in range(n_cat)]
+
+    # category transitions: two favourite successors (2:1) plus a uniform floor
+    transition = np.full((n_cat, n_cat), (1.0 - strength) / n_cat)
+    for c in range(n_cat):
+        first, second = rng.choice(np.delete(np.arange(n_cat), c), 2, replace=False)
+        transition[c, first] += strength * 2 / 3
+        transition[c, second] += strength / 3
+
+    cum_transition = np.cumsum(transition, axis=1)
+
+    # user profiles: age band -> preferred brands; three interest categories
+    band_brands = [rng.choice(n_brands, max(1, n_brands // _AGE_BANDS), replace=False) for _ in range(_AGE_BANDS)]
+
+    histories = []
+    for _ in range(n_users):
+        brand_weight = np.ones(n_brands)
+        brand_weight[band_brands[rng.integers(_AGE_BANDS)]] = 3.0
+        interests = rng.choice(n_cat, min(3, n_cat), replace=False)
+        seen = np.zeros(n_items, dtype=bool)
+        events: list[int] = []
+        for t in range(int(rng.integers(min_events, max_events + 1))):
+            if t == 0 or rng.random() < mix:
+                cat = int(rng.choice(interests))
+            else:
+                cat = _draw(rng, cum_transition[category[events[-1]]])
+            candidates = items_of_cat[cat][~seen[items_of_cat[cat]]]
+            if len(candidates) == 0:                                  # category exhausted: anything unseen
+                candidates = np.flatnonzero(~seen)
+            recent = brand[events[-_RECENT_BRANDS:]] if events else np.array([], dtype=np.int64)
+            loyal = candidates[np.isin(brand[candidates], recent)]
+            if len(loyal) and rng.random() < loyalty:
+                candidates = loyal
+            weights = popularity[candidates] * brand_weight[brand[candidates]]
+            item = int(candidates[_draw(rng, np.cumsum(weights))])
+            seen[item] = True
+            events.append(item)
+        idx = np.asarray(events)
+        histories.append(np.stack([idx + 1, category[idx] + 1, brand[idx] + 1], axis=1).astype(np.int64))
+    return histories, {"category": category + 1, "brand": brand + 1, "popularity": popularity}
+
+
+def ecommerce(data_cfg: Mapping):
+    """The synthetic shop as a sequence :class:`~trainers.data.Dataset` (see the module docstring).
+
+    Example:
+        >>> ds = ecommerce({"name": "ecommerce", "n_users": 20, "n_items": 50, "max_len": 10})
+        >>> ds.kind, ds.X.shape, ds.feature_names
+        ('sequence', (40, 3, 10), ['item', 'category', 'brand'])
+    """
+    histories, _ = generate_histories(data_cfg)
+    n_items = _param(data_cfg, "n_items", 2)
+    classes = ["<pad>", *(f"item{i}" for i in range(1, n_items + 1))]
+    return from_histories(histories, classes, ["item", "category", "brand"], str(data_cfg.get("name", "ecommerce")),
+                          _param(data_cfg, "max_len", 1))

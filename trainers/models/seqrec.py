@@ -1,0 +1,159 @@
+"""A self-attentive sequential recommender (SASRec-style): scores every item as the user's next event.
+
+    x (B, C, L) int64 events, left-padded with 0: channel 0 item ids, channels 1.. side features
+      -> keep the last max_len events                                         (B, C, T)
+      -> item_emb(item) + sum_c side_emb[c](feature c) + pos_emb(position)   (B, T, D)   pads -> 0
+      -> [x + Attention(LN(x)); x + FFN(LN(x))] * blocks, causal, pads -> 0   (B, T, D)
+      -> LN -> last position h                                               (B, D)
+      -> scores = h @ item_emb.weight.T                                      (B, n_items + 1)
+
+* The output embedding is **tied** to the input item embedding (one table of ``n_items + 1`` rows, the
+  largest tensor of the model; column 0 of the scores is the padding id and is never recommended).
+* Attention is written with explicit ``q``/``k``/``v``/``out`` :class:`~torch.nn.Linear` layers and the
+  feed-forward network with two Linear layers (ReLU), so weight pruning and quantization reach every
+  matrix; embeddings are quantized per row (one item per output channel).
+* Position ``t`` attends to positions ``<= t`` that hold an event (and to itself, so a padding row never
+  has an empty softmax); padding positions are zeroed after every block.
+* Side features (category, brand, ...) are optional: ``side_vocab`` lists the size of each feature's id
+  space; ids beyond it (unseen in training) map to 0 = unknown.
+* Training (:meth:`SeqRec.training_loss`, used by :func:`trainers.fit.train`) predicts the next item at **every** position with a full softmax over
+  all items; inference scores the last position only.
+* Neuron pruning removes FFN hidden units (:meth:`SeqRec.unit_layers` / :meth:`SeqRec.keep_units`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainers.models._surgery import linear_from
+
+__all__ = ["SeqRec"]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        assert d_model % heads == 0, f"d_model={d_model} must be divisible by heads={heads}"
+        self.heads, self.drop_p = heads, dropout
+        self.q, self.k, self.v = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        split = lambda t: t.view(B, T, self.heads, D // self.heads).transpose(1, 2)    # noqa: E731 (B, H, T, Dh)
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None],      # allowed (B, 1, T, T)
+                                           dropout_p=self.drop_p if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))                          # (B, T, D)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_model, hidden), nn.Linear(hidden, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        h = torch.relu(self.fc1(x.reshape(B * T, D)))        # (B*T, hidden): units on dim 1 for neuron pruning
+        return self.fc2(self.dropout(h)).view(B, T, D)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + Attention(LN(x))``, then ``x + FFN(LN(x))``."""
+
+    def __init__(self, d_model: int, heads: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(d_model), CausalSelfAttention(d_model, heads, dropout)
+        self.ln2, self.ffn = nn.LayerNorm(d_model), FeedForward(d_model, hidden, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.ln1(x), allowed))
+        return x + self.dropout(self.ffn(self.ln2(x)))
+
+
+class SeqRec(nn.Module):
+    def __init__(
+        self,
+        n_items: int,
+        d_model: int = 32,
+        heads: int = 1,
+        ffn_hidden: list[int] | None = None,
+        max_len: int = 50,
+        dropout: float = 0.2,
+        side_vocab: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        ffn_hidden = [d_model] * 2 if ffn_hidden is None else list(ffn_hidden)   # one FFN width per block
+        side_vocab = list(side_vocab or [])
+        assert n_items >= 2 and max_len >= 1 and ffn_hidden, f"bad SeqRec shape {n_items=} {max_len=} {ffn_hidden=}"
+        self.n_items, self.max_len, self.drop_p, self.side_vocab = n_items, max_len, dropout, side_vocab
+        self.item_emb = nn.Embedding(n_items + 1, d_model)                          # row 0 = padding
+        self.side_emb = nn.ModuleList(nn.Embedding(v + 1, d_model) for v in side_vocab)
+        self.pos_emb = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(Block(d_model, heads, h, dropout) for h in ffn_hidden)
+        self.ln = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.item_emb.weight, std=d_model ** -0.5)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position: ``(B, C, L)`` events -> ``(B, T, D)``, ``T = min(L, max_len)``."""
+        x = x[:, :, -self.max_len:]                                                 # (B, C, T)
+        items, T = x[:, 0], x.shape[-1]
+        real = items > 0                                                           # (B, T)
+        h = self.item_emb(items) * math.sqrt(self.item_emb.embedding_dim)
+        for c, (emb, vocab) in enumerate(zip(self.side_emb, self.side_vocab), start=1):
+            ids = x[:, c]
+            h = h + emb(torch.where(ids <= vocab, ids, torch.zeros_like(ids)))      # unseen ids -> 0
+        h = h + self.pos_emb(torch.arange(self.max_len - T, self.max_len, device=x.device))
+        keep = real.unsqueeze(-1).to(h.dtype)                                       # (B, T, 1)
+        h = self.dropout(h) * keep
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        allowed = (causal & real[:, None, :]) | torch.eye(T, dtype=torch.bool, device=x.device)   # (B, T, T)
+        for block in self.blocks:
+            h = block(h, allowed) * keep
+        return self.ln(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, L)`` requests -> ``(B, n_items + 1)`` scores of every item as the next event."""
+        return self.encode(x)[:, -1] @ self.item_emb.weight.T
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Next-item cross-entropy at every position with an event; the last position's target is ``y``."""
+        h = self.encode(x)                                                         # (B, T, D)
+        items = x[:, 0, -h.shape[1]:]
+        targets = torch.cat([items[:, 1:], y[:, None]], dim=1)                     # (B, T) next item per position
+        real = items > 0                                                           # no loss on padding
+        logits = h[real] @ self.item_emb.weight.T                                  # (events, n_items + 1)
+        return F.cross_entropy(logits, targets[real])
+
+    # --- what the artifact and the neuron pruner need -----------------------------------------------
+    def spec(self) -> dict[str, Any]:
+        """The architecture as plain JSON: enough to rebuild an empty model of the same shape."""
+        return {
+            "type": "seqrec",
+            "n_items": self.n_items,
+            "d_model": self.item_emb.embedding_dim,
+            "heads": self.blocks[0].attn.heads,
+            "ffn_hidden": [b.ffn.fc1.out_features for b in self.blocks],
+            "max_len": self.max_len,
+            "dropout": self.drop_p,
+            "side_vocab": self.side_vocab,
+        }
+
+    def unit_layers(self) -> list[nn.Module]:
+        """The first FFN layer of every block: its ReLU outputs are the units neuron pruning may remove."""
+        return [b.ffn.fc1 for b in self.blocks]
+
+    @torch.no_grad()
+    def keep_units(self, index: int, keep: torch.Tensor) -> None:
+        """Keep only FFN hidden units ``keep`` (sorted indices) of block ``index``."""
+        ffn = self.blocks[index].ffn
+        ffn.fc1 = linear_from(ffn.fc1.weight[keep], ffn.fc1.bias[keep])
+        ffn.fc2 = linear_from(ffn.fc2.weight[:, keep], ffn.fc2.bias)
