@@ -11,7 +11,7 @@ Ranking data (``model=seqrec``): ``accuracy`` is HR@k and the folds also report 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ def reference_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
                     folds: list[tuple[np.ndarray, np.ndarray]], workdir: str | Path,
-                    meta: Mapping[str, Any] | None = None) -> Evaluation:
+                    meta: Mapping[str, Any] | None = None,
+                    runtimes: Sequence[str | None] | None = None) -> Evaluation:
     """Cross-validate ``cfg`` on the development rows ``X, y`` with the study's ``folds``.
 
     Each fold trains on its training rows, writes ``workdir/fold<k>.sqz`` and scores the model loaded from
@@ -70,7 +71,8 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
     rows, results, first = [], [], None
     for k, (train_idx, val_idx) in enumerate(folds):
         result = run_fold(cfg, X[train_idx], y[train_idx], X[val_idx], y[val_idx],
-                          seed=fold_seed(cfg["seed"], k), artifact_path=workdir / f"fold{k}.sqz", meta=meta)
+                          seed=fold_seed(cfg["seed"], k), artifact_path=workdir / f"fold{k}.sqz", meta=meta,
+                          runtime=runtimes[k] if runtimes and k < len(runtimes) else None)
         row = {m: float(getattr(result, m)) for m in FOLD_METRICS}
         if getattr(result, "ndcg", None) is not None:     # ranking: NDCG@k next to HR@k (= accuracy)
             row[names.NDCG] = float(result.ndcg)

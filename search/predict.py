@@ -103,25 +103,20 @@ def features_from_array(X: np.ndarray, shape: Sequence[int], source: str) -> np.
 
 
 def runtime_model(model: Any, runtime: str | None, example: Any) -> Any:
-    """The model served on ``runtime``, as :func:`trainers.measure.choose_runtime` builds it.
-
-    ``fp32_dense`` (or none) is the loaded model itself; ``torchscript`` is it traced on ``example`` (input
-    rows, array or tensor) and frozen; ``int8_dynamic`` runs torch's dynamic-quantization kernels.
-    """
+    """The model served on the artifact's recorded ``runtime`` (:func:`trainers.measure.build_runtime`);
+    ``example`` (input rows, array or tensor) is what a torchscript runtime is traced on."""
     import torch
 
     from trainers import measure
 
-    if runtime in (None, "fp32_dense"):
+    if runtime is None:
         return model
-    if runtime == "torchscript":
-        if not isinstance(example, torch.Tensor):
-            example = torch.from_numpy(np.ascontiguousarray(example))
-        return measure.torchscript(model, example)
-    if runtime == "int8_dynamic":
-        return measure.int8_dynamic(model)
-    raise InputError("runtime", f"unknown runtime {runtime!r} in the artifact meta "
-                                "(this squeeze knows fp32_dense, torchscript, int8_dynamic): upgrade squeeze")
+    if runtime not in measure.RUNTIMES:
+        raise InputError("runtime", f"unknown runtime {runtime!r} in the artifact meta (this squeeze knows "
+                                    f"{', '.join(measure.RUNTIMES)}): upgrade squeeze")
+    if not isinstance(example, torch.Tensor):
+        example = torch.from_numpy(np.ascontiguousarray(example))
+    return measure.build_runtime(model, runtime, example)
 
 
 def predict_ids(model: Any, X: np.ndarray) -> np.ndarray:

@@ -25,7 +25,6 @@ import math
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from search import names
 from trainers.errors import InputError
 
 __all__ = ["main", "TrialRecord", "StudyData", "Check", "open_client", "find_trial", "load_record",
-           "study_data", "scored_on", "cross_validate", "compare", "final_fit", "run_final", "register_front",
+           "study_data", "cross_validate", "compare", "final_fit", "run_final", "register_front",
            "final_seed", "LATENCY_REL_TOL", "LATENCY_ABS_TOL_MS"]
 
 USAGE = """\
@@ -301,39 +300,6 @@ def trial_meta(record: TrialRecord, dataset: Any) -> dict[str, Any]:
     return {"classes": dataset.classes, "study": record.study_name, "trial": record.trial_number}
 
 
-@contextmanager
-def scored_on(runtimes: Sequence[str | None]):
-    """Make :mod:`trainers.pipeline` score its k-th evaluation on ``runtimes[k]`` (``None``: the fastest).
-
-    The sweep scores each fold on the fastest runtime the file allows (``trainers.measure.choose_runtime``).
-    That is a timing decision which may flip on a re-run, and the int8 runtime changes the accuracy, so a
-    reproduction scores every fold on the runtime the study recorded for it. Everything else (loading,
-    latency protocol, accuracy, ranking metrics) is the pipeline's own code. Yields the runtimes used.
-    """
-    import trainers.pipeline as pipeline
-    from search.predict import runtime_model
-    from trainers.measure import measure_latency
-
-    original, used = pipeline.choose_runtime, []
-
-    def choose(model, X, protocol, quantized_bits):
-        runtime = runtimes[len(used)] if len(used) < len(runtimes) else None
-        used.append(runtime)
-        if runtime is None:
-            return original(model, X, protocol, quantized_bits)
-        served = runtime_model(model, runtime, X[:protocol.batch_size])
-        return served, measure_latency(served, X, protocol, runtime)
-
-    pipeline.choose_runtime = choose
-    try:
-        yield used
-    finally:
-        pipeline.choose_runtime = original
-    if any(runtimes) and not used:
-        raise RuntimeError("trainers.pipeline no longer picks its runtime with choose_runtime: update "
-                           "search.reproduce.scored_on")
-
-
 def cross_validate(record: TrialRecord, data: StudyData, workdir: Path) -> tuple[dict[str, float], list[str]]:
     """The trial's CV again, with :func:`search.objective.evaluate_config` as the sweep ran it, each fold
     scored on its recorded runtime; returns (metrics, runtime of each fold)."""
@@ -341,9 +307,8 @@ def cross_validate(record: TrialRecord, data: StudyData, workdir: Path) -> tuple
 
     ds = data.dataset
     runtimes = list(record.fold_runtimes) or [record.runtime]    # older records: fold 0's runtime only
-    with scored_on(runtimes):
-        ev = evaluate_config(record.cfg, ds.X[data.dev_idx], ds.y[data.dev_idx], data.folds, workdir,
-                             meta=trial_meta(record, ds))
+    ev = evaluate_config(record.cfg, ds.X[data.dev_idx], ds.y[data.dev_idx], data.folds, workdir,
+                         meta=trial_meta(record, ds), runtimes=runtimes)
     return dict(ev.metrics), list(ev.runtimes)
 
 
@@ -459,9 +424,8 @@ def final_fit(record: TrialRecord, data: StudyData, path: Path) -> dict[str, Any
     X_dev, y_dev = ds.X[data.dev_idx], ds.y[data.dev_idx]
     cfg.setdefault("n_classes", int(np.max(y_dev)) + 1)          # as search.objective.evaluate_config
     runtime = record.runtime or "fp32_dense"
-    with scored_on([runtime]):
-        result = run_fold(cfg, X_dev, y_dev, ds.X[data.test_idx], ds.y[data.test_idx], final_seed(cfg["seed"]),
-                          path, meta=final_meta(record, ds, runtime))
+    result = run_fold(cfg, X_dev, y_dev, ds.X[data.test_idx], ds.y[data.test_idx], final_seed(cfg["seed"]),
+                      path, meta=final_meta(record, ds, runtime), runtime=runtime)
     metrics = {names.TEST_PREFIX + k: v for k, v in result.metrics().items()
                if k not in (names.FIT_SECONDS, names.EVAL_SECONDS)}
     metrics["final_" + names.FIT_SECONDS] = float(result.fit_seconds)

@@ -210,12 +210,11 @@ def test_compare_needs_exact_accuracy_and_size_and_tolerates_latency_noise():
     assert bad == {names.ACCURACY, names.SIZE_BYTES}
 
 
-def test_scored_on_fixes_the_runtime_trainers_would_pick_by_timing(tmp_path):
+def test_run_fold_serves_on_the_runtime_it_is_given(tmp_path):
     from omegaconf import OmegaConf
     from sklearn.datasets import load_breast_cancer
 
     from search.config import compose
-    from search.reproduce import scored_on
     from trainers.pipeline import run_fold
 
     cfg = OmegaConf.to_container(compose(["data=breast_cancer", "model.hidden=[8]", "train.epochs=1",
@@ -225,9 +224,8 @@ def test_scored_on_fixes_the_runtime_trainers_would_pick_by_timing(tmp_path):
     X, y = load_breast_cancer(return_X_y=True)
     X = X.astype(np.float32)
     for runtime in ("int8_dynamic", "torchscript", "fp32_dense"):
-        with scored_on([runtime]) as used:
-            result = run_fold(cfg, X[:300], y[:300], X[300:400], y[300:400], 0, tmp_path / "fold.sqz")
-        assert result.runtime == runtime and used == [runtime]
+        result = run_fold(cfg, X[:300], y[:300], X[300:400], y[300:400], 0, tmp_path / "fold.sqz", runtime=runtime)
+        assert result.runtime == runtime
 
 
 # --- final, export, predict, registry ----------------------------------------------------------------

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LatencyProtocol", "LatencyResult", "measure_latency", "choose_runtime", "accuracy"]
+__all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "accuracy", "build_runtime", "choose_runtime",
+           "int8_dynamic", "measure_latency", "torchscript"]
 
 
 #: a runtime replaces the current best only when at least 10% faster, so timing noise does not flip the
@@ -126,13 +127,31 @@ def torchscript(model: nn.Module, example: torch.Tensor) -> nn.Module:
             return torch.jit.freeze(torch.jit.trace(model.eval(), example))
 
 
+RUNTIMES = ("fp32_dense", "torchscript", "int8_dynamic")
+
+
+def build_runtime(model: nn.Module, runtime: str, example: torch.Tensor) -> nn.Module:
+    """``model`` served on ``runtime`` (one of :data:`RUNTIMES`); ``example`` is an input batch to trace."""
+    if runtime == "fp32_dense":
+        return model
+    if runtime == "torchscript":
+        return torchscript(model, example)
+    if runtime == "int8_dynamic":
+        return int8_dynamic(model)
+    raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+
+
 def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
-                   quantized_bits: int | None) -> tuple[nn.Module, LatencyResult]:
+                   quantized_bits: int | None, runtime: str | None = None) -> tuple[nn.Module, LatencyResult]:
     """Measure the runtimes this artifact allows and return the fastest at ``protocol.batch_size``.
 
     ``quantized_bits``: the widest code width of the model's quantized weights (None = not quantized);
-    the int8 runtime is a candidate only when it is <= 8.
+    the int8 runtime is a candidate only when it is <= 8. ``runtime``: serve on this one instead of
+    choosing (a reproduction scores on the runtime the study recorded: int8 changes the outputs).
     """
+    if runtime is not None:
+        served = build_runtime(model, runtime, X[:protocol.batch_size])
+        return served, measure_latency(served, X, protocol, runtime)
     best_model, best = model, measure_latency(model, X, protocol, "fp32_dense")
     scripted = torchscript(model, X[:protocol.batch_size])
     result = measure_latency(scripted, X, protocol, "torchscript")

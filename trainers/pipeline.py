@@ -85,16 +85,17 @@ def fit_compressed(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndar
 
 
 def evaluate_artifact(path: str | Path, X: np.ndarray, y: np.ndarray, latency_cfg: Mapping[str, Any],
-                      k: int = 10) -> dict[str, Any]:
-    """Load the file, pick the fastest runtime it allows, score and time it (a ranker: HR@k and NDCG@k)."""
+                      k: int = 10, runtime: str | None = None) -> dict[str, Any]:
+    """Load the file, pick the fastest runtime it allows (or serve on ``runtime``), score and time it
+    (a ranker: HR@k and NDCG@k)."""
     loaded = artifact.load(path)
     if loaded.net.spec()["type"] in RANKERS:
-        return _evaluate_ranker(path, loaded, X, y, latency_cfg, k)
+        return _evaluate_ranker(path, loaded, X, y, latency_cfg, k, runtime)
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     quantized = [e.bits for e in loaded.encodings.values() if e.scheme != "fp32"]
     runtime_model, lat = choose_runtime(loaded, Xt, LatencyProtocol.from_config(latency_cfg),
-                                        max(quantized) if quantized else None)
+                                        max(quantized) if quantized else None, runtime)
     stats = artifact.weight_stats(loaded)
     return {
         "accuracy": accuracy(runtime_model, Xt, yt),
@@ -110,14 +111,16 @@ def evaluate_artifact(path: str | Path, X: np.ndarray, y: np.ndarray, latency_cf
 
 def run_fold(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
              y_val: np.ndarray, seed: int, artifact_path: str | Path,
-             meta: Mapping[str, Any] | None = None) -> FoldResult:
-    """Train, compress, write the artifact, load it back and measure it (see the module docstring)."""
+             meta: Mapping[str, Any] | None = None, runtime: str | None = None) -> FoldResult:
+    """Train, compress, write the artifact, load it back and measure it (see the module docstring).
+    ``runtime``: score on this runtime instead of the fastest (reproductions)."""
     start = time.perf_counter()
     model, units_kept = fit_compressed(cfg, X_train, y_train, seed)
     fit_seconds = time.perf_counter() - start
     artifact.save(model, artifact_path, codec=cfg["compress"].get("codec", "lzma"), meta=dict(meta or {}))
     start = time.perf_counter()
-    scores = evaluate_artifact(artifact_path, X_val, y_val, cfg["latency"], k=int(cfg.get("data", {}).get("top_k", 10)))
+    scores = evaluate_artifact(artifact_path, X_val, y_val, cfg["latency"],
+                               k=int(cfg.get("data", {}).get("top_k", 10)), runtime=runtime)
     return FoldResult(fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start,
                       artifact_path=str(artifact_path), units_kept=units_kept, **scores)
 
@@ -146,13 +149,13 @@ def _fit_ranker(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray
 
 
 def _evaluate_ranker(path: str | Path, loaded: Pipeline, X: np.ndarray, y: np.ndarray,
-                     latency_cfg: Mapping[str, Any], k: int) -> dict[str, Any]:
+                     latency_cfg: Mapping[str, Any], k: int, runtime: str | None = None) -> dict[str, Any]:
     """HR@k (as ``accuracy``) and NDCG@k of the loaded ranker; latency = scoring all items for one request."""
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.int64))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     quantized = [e.bits for e in loaded.encodings.values() if e.scheme != "fp32"]
     runtime_model, lat = choose_runtime(loaded, Xt, LatencyProtocol.from_config(latency_cfg),
-                                        max(quantized) if quantized else None)
+                                        max(quantized) if quantized else None, runtime)
     ranking = rank_model(runtime_model, Xt, yt, k)
     return {
         "accuracy": ranking["hr"],

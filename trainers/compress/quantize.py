@@ -107,15 +107,29 @@ def _flat_mask(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return torch.ones(w.numel(), dtype=torch.bool) if mask is None else mask.detach().flatten().bool().cpu()
 
 
-def _per_channel(w: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
-    """``fn(kept values of channel c)`` for each output channel; 0 for a fully pruned channel."""
-    rows, mrows = w.reshape(w.shape[0], -1), mask.reshape(w.shape[0], -1)
-    out = torch.zeros(w.shape[0], dtype=torch.float32)
-    for c in range(w.shape[0]):
-        kept = rows[c][mrows[c]]
-        if kept.numel():
-            out[c] = fn(kept)
-    return out
+def _rows(w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(values, keep-mask, kept count) per output channel, as 2-D (channels, per-channel) tensors."""
+    rows = w.reshape(w.shape[0], -1).to(torch.float32)
+    keep = mask.reshape(w.shape[0], -1).bool()
+    return rows, keep, keep.sum(1)
+
+
+def _channel_mean_abs(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean |w| of the kept weights of each output channel (0 for a fully pruned channel)."""
+    rows, keep, count = _rows(w, mask)
+    return torch.where(count > 0, (rows.abs() * keep).sum(1) / count.clamp(min=1), 0.0)
+
+
+def _channel_quantile(w: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile (linear interpolation, as ``torch.quantile``) of each channel's kept weights;
+    ``q = 0`` / ``1`` give min / max. Vectorized: embedding tables have thousands of rows."""
+    rows, keep, count = _rows(w, mask)
+    ordered = torch.sort(torch.where(keep, rows, torch.inf), dim=1).values   # kept values first, ascending
+    pos = q * (count - 1).clamp(min=0).to(torch.float64)
+    lo, hi = pos.floor().long(), pos.ceil().long()
+    low, high = ordered.gather(1, lo[:, None])[:, 0], ordered.gather(1, hi[:, None])[:, 0]
+    value = low + (high - low) * (pos - lo).to(torch.float32)
+    return torch.where(count > 0, value, 0.0)
 
 
 def _finish(scheme: str, w: torch.Tensor, bits: int, mask: torch.Tensor, codes: torch.Tensor, **kw) -> Encoded:
@@ -210,10 +224,9 @@ class Uniform(Quantizer):
         """Per-channel (offset, step) of the 2^b-level grid."""
         levels = 2 ** self.bits - 1
         if self.clip < 1.0:
-            lo = _per_channel(w, mask, lambda v: torch.quantile(v, 1 - self.clip))
-            hi = _per_channel(w, mask, lambda v: torch.quantile(v, self.clip))
+            lo, hi = _channel_quantile(w, mask, 1 - self.clip), _channel_quantile(w, mask, self.clip)
         else:
-            lo, hi = _per_channel(w, mask, torch.min), _per_channel(w, mask, torch.max)
+            lo, hi = _channel_quantile(w, mask, 0.0), _channel_quantile(w, mask, 1.0)
         step = torch.clamp((hi - lo) / levels * self.step_scale, min=1e-8)
         if self.step is not None:                          # the learned step replaces the derived one
             step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32)
@@ -256,7 +269,7 @@ class Binary(Quantizer):
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
         wd = w.detach().cpu().to(torch.float32)
-        alpha = _per_channel(wd, m.reshape(w.shape), lambda v: v.abs().mean())
+        alpha = _channel_mean_abs(wd, m.reshape(w.shape))
         return _finish("binary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
 
 
@@ -274,11 +287,11 @@ class Ternary(Quantizer):
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
         wd = w.detach().cpu().to(torch.float32)
-        delta = self.threshold * _per_channel(wd, m.reshape(w.shape), lambda v: v.abs().mean())
+        delta = self.threshold * _channel_mean_abs(wd, m.reshape(w.shape))
         per_channel = wd.numel() // wd.shape[0]
         big = wd.flatten().abs() >= delta.repeat_interleave(per_channel)
         m = m & big
-        alpha = _per_channel(wd, m.reshape(w.shape), lambda v: v.abs().mean())
+        alpha = _channel_mean_abs(wd, m.reshape(w.shape))
         return _finish("ternary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
 
 
