@@ -18,7 +18,6 @@ a breakdown of the uncompressed payload of each file (what is left to shrink).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from _config import base_config, deep_merge  # noqa: E402 - benchmarks/ is on sys.path
 
 from trainers import artifact
 from trainers.data import load_dataset, split_test
@@ -60,29 +59,6 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 QUICK_OVERRIDES = {"train": {"epochs": 2}, "latency": {"warmup": 2, "repeats": 10, "throughput_batch": 32}}
-
-
-def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``overrides`` merged in, recursively for nested mappings."""
-    out = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def base_config() -> dict[str, Any]:
-    """conf/sweep.yaml with its default data (digits) and model (mlp) groups, as a plain dict."""
-    conf = REPO / "conf"
-    root = OmegaConf.load(conf / "sweep.yaml")
-    root.pop("defaults", None)
-    root.data = OmegaConf.load(conf / "data" / "digits.yaml")
-    root.model = OmegaConf.load(conf / "model" / "mlp.yaml")
-    cfg = OmegaConf.to_container(root, resolve=True)
-    cfg["device"] = "cpu"                  # a benchmark of CPU inference; training on CPU is deterministic
-    return cfg
 
 
 def describe(overrides: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +91,7 @@ def payload_breakdown(path: Path) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    base = base_config()
+    base = base_config("digits", "mlp")
     if args.quick:
         base = deep_merge(base, QUICK_OVERRIDES)
     settings = SETTINGS if not args.quick else [s for s in SETTINGS if s[0] in ("fp32", "prune", "uniform")][:3]

@@ -19,7 +19,6 @@ Base config: conf/sweep.yaml with conf/data/ecommerce.yaml and conf/model/seqrec
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from _config import base_config, deep_merge  # noqa: E402 - benchmarks/ is on sys.path
 
 from trainers import artifact
 from trainers.data import load_dataset, split_dataset
@@ -58,29 +57,6 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
 
 QUICK = {"data": {"n_users": 120, "n_items": 60}, "train": {"epochs": 2},
          "latency": {"warmup": 2, "repeats": 10, "throughput_batch": 32}}
-
-
-def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with ``overrides`` merged in, recursively for nested mappings."""
-    out = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def base_config() -> dict[str, Any]:
-    """conf/sweep.yaml with data=ecommerce and model=seqrec, as a plain dict (training on CPU)."""
-    conf = REPO / "conf"
-    root = OmegaConf.load(conf / "sweep.yaml")
-    root.pop("defaults", None)
-    root.data = OmegaConf.load(conf / "data" / "ecommerce.yaml")
-    root.model = OmegaConf.load(conf / "model" / "seqrec.yaml")
-    cfg = OmegaConf.to_container(root, resolve=True)
-    cfg["device"] = "cpu"
-    return cfg
 
 
 def setting_label(method: str, overrides: Mapping[str, Any]) -> str:
@@ -116,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    base = base_config()
+    base = base_config("ecommerce", "seqrec")
     if args.quick:
         base = deep_merge(base, QUICK)
     ds = load_dataset(base["data"])
