@@ -10,8 +10,8 @@ training) into a temporary folder and records, from the study:
 * ``best_speedup_at_1pt``: highest latency speedup within 1 point;
 * ``hypervolume``: of (accuracy, size / reference size, latency / reference latency), reference point
   (0, 1.5, 1.5) — the same normalisation and point for every study (the first study's reference values);
-* ``overhead_share``: share of trial wall time outside training and evaluation (sampling, storage, MLflow
-  logging): ``1 - sum(folds * (fit_seconds + eval_seconds)) / sum(trial_seconds)``.
+* ``overhead_share``: share of trial wall time outside training, packing and evaluation (sampling, storage,
+  MLflow logging): ``1 - sum(folds * (fit_seconds + pack_seconds + eval_seconds)) / sum(trial_seconds)``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def summarize(study: dict, reference: dict, folds: int) -> dict:
     within = lambda pts: [r for r in done if r.metrics[names.ACCURACY] >= ref_acc - pts / 100]  # noqa: E731
     best_ratio = max((r.metrics[names.COMPRESSION_RATIO] for r in within(0.5)), default=None)
     best_speedup = max((r.metrics[names.SPEEDUP] for r in within(1.0)), default=None)
-    work = sum(folds * (r.metrics[names.FIT_SECONDS] + r.metrics[names.EVAL_SECONDS]) for r in done)
+    work = sum(folds * (r.metrics[names.FIT_SECONDS] + r.metrics.get(names.PACK_SECONDS, 0.0)
+                         + r.metrics[names.EVAL_SECONDS]) for r in done)
     wall = sum(r.metrics.get(names.TRIAL_SECONDS, 0.0) for r in done)
     best = max(done, key=lambda r: (r.metrics[names.ACCURACY] >= ref_acc - 0.005, r.metrics[names.COMPRESSION_RATIO]),
                default=None)

@@ -17,6 +17,7 @@ SPEEDUP = "speedup"                  # reference latency_ms / latency_ms
 SPARSITY = "sparsity"                # share of zero weights among prunable weights
 AVG_BITS = "avg_bits"                # bits per kept weight in the file
 FIT_SECONDS = "fit_seconds"          # train + compress + fine-tune wall time per fold
+PACK_SECONDS = "pack_seconds"        # writing the artifact file, per fold
 EVAL_SECONDS = "eval_seconds"        # load + latency + accuracy of the artifact, per fold
 TRIAL_SECONDS = "trial_seconds"      # whole trial wall time: sampling, all folds, MLflow logging, tell
 NDCG = "ndcg"                        # recommenders: NDCG@k

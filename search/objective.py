@@ -24,7 +24,8 @@ __all__ = ["Evaluation", "evaluate_config", "reference_config", "fold_seed", "po
 
 #: per-fold metrics averaged into the trial's values
 FOLD_METRICS = (names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS, names.THROUGHPUT,
-                names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS, names.EVAL_SECONDS)
+                names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS, names.PACK_SECONDS,
+                names.EVAL_SECONDS)
 
 
 @dataclass

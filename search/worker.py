@@ -205,10 +205,13 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
     started = time.monotonic()
     bar = tqdm(total=n_trials, initial=min(sum(count_finished(ctx.study)), n_trials), unit="trial",
                desc=cfg_study["name"], dynamic_ncols=True, file=sys.stderr, disable=not progress)
+    close_orphan_runs(ctx.study, ctx.tracker)
     try:
         while True:
+            failed_before = count_finished(ctx.study)[1]
             optuna.storages.fail_stale_trials(ctx.study)          # heartbeat storages: dead workers' trials
-            close_orphan_runs(ctx.study, ctx.tracker)
+            if count_finished(ctx.study)[1] != failed_before:     # someone's trial went stale: close its run
+                close_orphan_runs(ctx.study, ctx.tracker)
             if budget_used(ctx.study) >= n_trials and not _has_waiting(ctx.study):
                 return 0
             if timeout is not None and time.monotonic() - started > float(timeout):

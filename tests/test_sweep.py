@@ -228,3 +228,48 @@ def test_help_lists_groups_and_choices(capsys):
     out = capsys.readouterr().out
     for text in ("data", "digits", "compress_only", "cnn", "study:", "cv:"):
         assert text in out
+
+
+def _write_npz(path: Path, X, y) -> Path:
+    np.savez(path, X=np.asarray(X), y=np.asarray(y))
+    return path
+
+
+def _data_and_storage_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    return [
+        (["data=npz", f"data.path={_write_npz(tmp / 'rank5.npz', rng.random((60, 1, 2, 2, 2)), y)}"], "rank"),
+        (["data=npz", f"data.path={_write_npz(tmp / 'inf.npz', np.full((60, 3), np.inf), y)}"], "inf"),
+        (["data=npz", f"data.path={_write_npz(tmp / 'len.npz', rng.random((60, 3)), y[:50])}"], "differ in length"),
+        (["data=csv", f"data.path={tmp / 'empty.csv'}", "data.target=y"], "empty.csv"),
+        (["data=csv", f"data.path={tmp / 'one_class.csv'}", "data.target=y"], "single class"),
+        (["study.storage=postgresql://postgres@127.0.0.1:1/nope"], "study.storage: cannot open"),
+        (["study.name=resumed", f"study.storage=sqlite:///{tmp}/existing.db"], "study.objectives"),
+    ]
+
+
+def test_data_and_storage_bad_inputs_exit_2_and_create_nothing(tmp_path, capsys):
+    import optuna
+
+    from search.sweep import main
+
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "one_class.csv").write_text("a,y\n" + "".join(f"{i},1\n" for i in range(30)))
+    # a study of the same name with other directions: resuming it must be refused
+    optuna.create_study(study_name="resumed", storage=f"sqlite:///{tmp_path}/existing.db", directions=["maximize"])
+    capsys.readouterr()
+    cases = _data_and_storage_cases(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for overrides, fragment in cases:
+        out = tmp_path / "out"
+        args = [f"mlflow.tracking_uri=sqlite:///{out}/mlflow.db", f"mlflow.artifact_location={out}/art"]
+        if not any(o.startswith("study.storage") for o in overrides):
+            args.append(f"study.storage=sqlite:///{out}/optuna.db")
+        code = main([*args, *overrides])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (overrides, err)
+        assert fragment in err and len(err.splitlines()) == 1, (overrides, err)
+        assert not out.exists(), overrides                       # no study, no MLflow store, no artifact
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert len(optuna.load_study(study_name="resumed", storage=f"sqlite:///{tmp_path}/existing.db").trials) == 0
