@@ -30,10 +30,12 @@ test-fast: $(STAMP)  ## the tests without the slow end-to-end sweeps
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check search trainers tests benchmarks
 
-bench: $(STAMP)  ## write benchmarks/results/*.json (minutes)
+bench: $(STAMP)  ## write benchmarks/results/*.json and docs/results.md (~20 min)
 	PYTHONPATH=. $(PY) benchmarks/compression.py --out benchmarks/results/compression.json
-	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search.json
+	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search.json --trials 30 --folds 3 --seeds 0 1 2
+	PYTHONPATH=. $(PY) benchmarks/workers.py --out benchmarks/results/workers.json
 	PYTHONPATH=. $(PY) benchmarks/recommender.py --out benchmarks/results/recommender.json
+	$(PY) benchmarks/render.py
 
 mlflow-ui: $(STAMP)  ## browse the default MLflow store on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
