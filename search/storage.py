@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from trainers.errors import InputError
@@ -52,13 +53,22 @@ def open_storage(storage: str | None, heartbeat_seconds: int = HEARTBEAT_SECONDS
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         if url.startswith("sqlite:///") or is_rdb(url):
-            return RDBStorage(
-                url,
-                heartbeat_interval=int(heartbeat_seconds),
-                grace_period=int(grace_seconds),
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-                engine_kwargs={} if url.startswith("sqlite") else {"pool_pre_ping": True},
-            )
+            for attempt in range(5):
+                try:
+                    return RDBStorage(
+                        url,
+                        heartbeat_interval=int(heartbeat_seconds),
+                        grace_period=int(grace_seconds),
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                        engine_kwargs={} if url.startswith("sqlite") else {"pool_pre_ping": True},
+                    )
+                except Exception as err:
+                    # workers started together on a fresh database race to create Optuna's tables; the
+                    # loser sees "duplicate key"/"already exists" and finds the tables on a second look
+                    text = str(err)
+                    if attempt == 4 or not ("duplicate key" in text or "already exists" in text):
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
     except (optuna.exceptions.StorageInternalError, Exception) as err:  # noqa: B014 - one message for all
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError("study.storage", f"cannot open {url!r}: {first}") from err

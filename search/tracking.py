@@ -48,8 +48,17 @@ class Tracker:
             Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri
         mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
-        exp = self.client.get_experiment_by_name(experiment)
+        for attempt in range(5):
+            try:
+                self.client = MlflowClient(tracking_uri)
+                exp = self.client.get_experiment_by_name(experiment)
+                break
+            except Exception as err:
+                # the first client of a fresh database store migrates it; clients racing it see
+                # "duplicate key"/"already exists" and find the schema on a second look
+                if attempt == 4 or not ("duplicate key" in str(err) or "already exists" in str(err)):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
         if exp is None:
             location = None
             if artifact_location and not tracking_uri.startswith(("http://", "https://")):

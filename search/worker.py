@@ -80,6 +80,13 @@ def count_finished(study) -> tuple[int, int]:
     return complete, failed
 
 
+def _n_failed(study) -> int:
+    """All FAIL trials, retried or not (a stale trial is re-queued in the same call that fails it)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+
 def _has_waiting(study) -> bool:
     from optuna.trial import TrialState
 
@@ -208,9 +215,9 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
     close_orphan_runs(ctx.study, ctx.tracker)
     try:
         while True:
-            failed_before = count_finished(ctx.study)[1]
+            failed_before = _n_failed(ctx.study)
             optuna.storages.fail_stale_trials(ctx.study)          # heartbeat storages: dead workers' trials
-            if count_finished(ctx.study)[1] != failed_before:     # someone's trial went stale: close its run
+            if _n_failed(ctx.study) != failed_before:             # someone's trial went stale: close its run
                 close_orphan_runs(ctx.study, ctx.tracker)
             if budget_used(ctx.study) >= n_trials and not _has_waiting(ctx.study):
                 return 0
