@@ -297,7 +297,7 @@ def run_local_workers(ctx, argv: list[str], n_workers: int) -> int:
     from tqdm.auto import tqdm
 
     from search.doctor import requeue
-    from search.worker import WORKER_ATTR, count_finished
+    from search.worker import WORKER_ATTR, count_finished, pareto_size, run_trials, worker_id
 
     spawn = multiprocessing.get_context("spawn")
     procs = [spawn.Process(target=_worker_process, args=(argv, i + 1), name=f"squeeze-worker-{i + 1}")
@@ -307,13 +307,14 @@ def run_local_workers(ctx, argv: list[str], n_workers: int) -> int:
     n_trials = int(ctx.setup.cfg_dict["study"]["n_trials"])
     bar = tqdm(total=n_trials, unit="trial", desc=f"{ctx.setup.cfg_dict['study']['name']} x{n_workers}",
                dynamic_ncols=True, file=sys.stderr)
-    host = __import__("socket").gethostname()
+    host = worker_id().split(":")[0]
     handled: set[int] = set()
     try:
         while True:
             complete, failed = count_finished(ctx.study)
             bar.n = min(complete + failed, n_trials)
-            bar.set_postfix_str(f"done {complete} failed {failed} workers {sum(p.is_alive() for p in procs)}")
+            bar.set_postfix_str(f"done {complete} failed {failed} pareto {pareto_size(ctx.study, ctx.setup.objectives)} "
+                                f"workers {sum(p.is_alive() for p in procs)}")
             bar.refresh()
             for p in procs:
                 if not p.is_alive() and p.exitcode not in (0, None) and p.pid not in handled:
@@ -332,8 +333,6 @@ def run_local_workers(ctx, argv: list[str], n_workers: int) -> int:
         bar.close()
     codes = [p.exitcode for p in procs]
     # a worker that died while others finished the budget may have left a re-queued trial: run it here
-    from search.worker import run_trials
-
     code = run_trials(ctx, progress=False)
     return code if code else (1 if 1 in codes else 0)
 

@@ -87,6 +87,13 @@ def _n_failed(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
 
+def pareto_size(study, objectives) -> int:
+    """How many completed feasible trials are non-dominated right now (for the progress bar)."""
+    from search.report import collect
+
+    return sum(r.pareto for r in collect(study, objectives))
+
+
 def _has_waiting(study) -> bool:
     from optuna.trial import TrialState
 
@@ -229,7 +236,7 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
             run_trial(ctx, trial)
             complete, failed = count_finished(ctx.study)
             bar.n = min(complete + failed, n_trials)
-            bar.set_postfix_str(f"done {complete} failed {failed}")
+            bar.set_postfix_str(f"done {complete} failed {failed} pareto {pareto_size(ctx.study, ctx.setup.objectives)}")
             bar.refresh()
             if (message := _failure_rate_exceeded(ctx)) is not None:
                 bar.close()
