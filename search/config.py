@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trainers.errors import InputError
 
-__all__ = ["CONF_DIR", "compose", "group_choices", "split_args"]
+__all__ = ["CONF_DIR", "compose", "group_choices", "parse_key_values", "split_args"]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -28,6 +28,20 @@ def split_args(argv: list[str]) -> list[str]:
         if "=" not in arg:
             raise InputError(arg, "expected key=value overrides (see --help)")
     return list(argv)
+
+
+def parse_key_values(argv: list[str] | tuple[str, ...], keys: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``key=value`` pairs of the known ``keys`` (commands that are not Hydra-composed: reproduce, export,
+    predict); InputError naming the first malformed or unknown one."""
+    args: dict[str, str] = {}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq or not key:
+            raise InputError(arg, "expected key=value (see --help)")
+        if key not in keys:
+            raise InputError(key, f"unknown key; keys: {', '.join(keys)}")
+        args[key] = value
+    return args
 
 
 def compose(overrides: list[str], config_name: str = "sweep"):

@@ -144,14 +144,9 @@ KEYS = ("model", "data", "data.path", "data.target", "out")
 
 
 def _args(argv: list[str]) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq:
-            raise InputError(arg, "expected key=value (see --help)")
-        if key not in KEYS:
-            raise InputError(key, f"unknown key; keys: {', '.join(KEYS)}")
-        args[key] = value
+    from search.config import parse_key_values
+
+    args = parse_key_values(argv, KEYS)
     for key in ("model", "data"):
         if not args.get(key):
             raise InputError(key, f"is required: {key}=<{'file.sqz' if key == 'model' else 'csv|npz|digits|breast_cancer'}>")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from search import names
+from search.config import parse_key_values
 from trainers.errors import InputError
 
 __all__ = ["main", "TrialRecord", "StudyData", "Check", "open_client", "find_trial", "load_record",
@@ -81,16 +82,8 @@ class NotReproduced(Exception):
 # --- arguments ---------------------------------------------------------------------------------------
 
 def parse_args(argv: Sequence[str], keys: Sequence[str] = KEYS) -> dict[str, str]:
-    """``key=value`` pairs of ``keys``; InputError naming the first unknown or malformed one."""
-    args: dict[str, str] = {}
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq or not key:
-            raise InputError(arg, "expected key=value (see --help)")
-        if key not in keys:
-            raise InputError(key, f"unknown key; keys: {', '.join(keys)}")
-        args[key] = value
-    return args
+    """``key=value`` pairs of ``keys`` (default: this command's); see :func:`search.config.parse_key_values`."""
+    return parse_key_values(argv, keys)
 
 
 def flag(args: Mapping[str, str], key: str) -> bool:
