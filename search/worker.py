@@ -100,6 +100,50 @@ def _has_waiting(study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
+_LOCK_ENGINES: dict[str, Any] = {}
+
+
+@contextmanager
+def budget_lock(storage_url: str, study_name: str):
+    """Serialize "is there budget left? then ask" across all workers of a study.
+
+    PostgreSQL: a session advisory lock keyed by the study name (works across machines); SQLite and
+    journal files: an exclusive ``flock`` on a lock file beside the storage file (one machine).
+    """
+    import hashlib
+
+    key = int(hashlib.sha256(study_name.encode()).hexdigest()[:15], 16)
+    if storage_url.startswith("postgresql"):
+        import sqlalchemy as sa
+
+        engine = _LOCK_ENGINES.get(storage_url)
+        if engine is None:
+            engine = _LOCK_ENGINES[storage_url] = sa.create_engine(storage_url, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return
+    path = None
+    if storage_url.startswith("journal:"):
+        path = storage_url[len("journal:"):]
+    elif storage_url.startswith("sqlite:///"):
+        path = storage_url[len("sqlite:///"):]
+    if path is None:                       # other databases: no lock (a rare extra trial is possible)
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.{key:x}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextmanager
 def heartbeat(study, trial):
     """Record the trial's heartbeat in a background thread while it runs (RDB storages with heartbeats)."""
@@ -226,12 +270,14 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
             optuna.storages.fail_stale_trials(ctx.study)          # heartbeat storages: dead workers' trials
             if _n_failed(ctx.study) != failed_before:             # someone's trial went stale: close its run
                 close_orphan_runs(ctx.study, ctx.tracker)
-            if budget_used(ctx.study) >= n_trials and not _has_waiting(ctx.study):
-                return 0
             if timeout is not None and time.monotonic() - started > float(timeout):
                 bar.write(f"study.timeout={timeout}s reached")
                 return 0
-            trial = ctx.study.ask()
+            with budget_lock(ctx.setup.storage_url, ctx.setup.cfg_dict["study"]["name"]):
+                # check and ask under one lock: the asked trial is RUNNING before another worker counts
+                if budget_used(ctx.study) >= n_trials and not _has_waiting(ctx.study):
+                    return 0
+                trial = ctx.study.ask()
             bar.set_postfix_str(f"trial {trial.number} running")
             run_trial(ctx, trial)
             complete, failed = count_finished(ctx.study)
