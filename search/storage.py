@@ -14,7 +14,7 @@ from pathlib import Path
 
 from trainers.errors import InputError
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "storage_url", "is_rdb"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "require_existing", "storage_url", "is_rdb"]
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 HEARTBEAT_SECONDS = 10
@@ -30,9 +30,26 @@ def is_rdb(url: str) -> bool:
     return url.startswith(("postgresql", "mysql"))
 
 
+def require_existing(url: str) -> None:
+    """A SQLite or journal storage file must already exist (commands that read a study, never create one).
+
+    Raises:
+        InputError: on ``study.storage``, naming the file looked for.
+    """
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            path = Path(url[len(prefix):].split("?", 1)[0] if prefix == "sqlite:///" else url[len(prefix):])
+            if not path.is_file():
+                raise InputError("study.storage", f"no storage file {str(path)!r} (looked for {path.absolute()}): "
+                                                  "give the study.storage its sweep used (and run from the same folder)")
+
+
 def open_storage(storage: str | None, heartbeat_seconds: int = HEARTBEAT_SECONDS,
-                 grace_seconds: int = GRACE_SECONDS):
+                 grace_seconds: int = GRACE_SECONDS, must_exist: bool = False):
     """The Optuna storage object for ``study.storage`` (creating the local folder a file storage needs).
+
+    With ``must_exist`` (commands that only read a study) a missing SQLite or journal file is an error
+    instead of a new, empty storage.
 
     Raises:
         InputError: on ``study.storage`` when the storage cannot be opened (e.g. PostgreSQL unreachable).
@@ -44,6 +61,8 @@ def open_storage(storage: str | None, heartbeat_seconds: int = HEARTBEAT_SECONDS
     from optuna.storages.journal import JournalFileBackend
 
     url = storage_url(storage)
+    if must_exist:
+        require_existing(url)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         if url.startswith("journal:"):

@@ -159,6 +159,109 @@ def test_csv_without_feature_columns(tmp_path):
         load_dataset(csv_cfg(path))
 
 
+# ---------------------------------------------------------------- csv as a user would expect (issue 10)
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|", ","])
+def test_csv_delimiter_is_detected(tmp_path, sep):
+    path = write_csv(tmp_path, sep.join(["a", "b", "label"]) + "\n" + sep.join(["1.5", "2", "x"]) + "\n"
+                     + sep.join(["3", "4", "y"]) + "\n")
+    ds = load_dataset(csv_cfg(path))
+    assert ds.feature_names == ["a", "b"] and ds.classes == ["x", "y"]
+    np.testing.assert_array_equal(ds.X[0], [1.5, 2.0])
+
+
+def test_csv_delimiter_detection_ignores_quoted_commas():
+    from trainers.data._tabular import detect_delimiter
+
+    assert detect_delimiter(['name;"x, y";label', '"a, b";1;c', '"d";2;e']) == ";"
+    assert detect_delimiter(["only"]) == ","
+
+
+@pytest.mark.parametrize("sep,written", [("semicolon", ";"), (";", ";"), ("tab", "\t"), ("\\t", "\t")])
+def test_csv_explicit_sep(tmp_path, sep, written):
+    path = write_csv(tmp_path, written.join(["a", "label"]) + "\n" + written.join(["1", "x"]) + "\n")
+    ds = load_dataset({**csv_cfg(path), "sep": sep})
+    assert ds.feature_names == ["a"]
+
+
+def test_csv_bad_sep_names_the_key(tmp_path):
+    path = write_csv(tmp_path, "a,label\n1,x\n")
+    with raises_input("data.sep", "got '::'"):
+        load_dataset({**csv_cfg(path), "sep": "::"})
+
+
+def test_csv_wrong_explicit_sep_hints_at_the_real_one(tmp_path):
+    path = write_csv(tmp_path, "a;label\n1;x\n")
+    with raises_input("data.target", "set data.sep=';'"):
+        load_dataset({**csv_cfg(path), "sep": ","})
+
+
+def test_csv_pandas_index_column_is_dropped_with_a_notice(tmp_path, capsys):
+    path = write_csv(tmp_path, ",a,label\n0,1.5,x\n1,2.5,y\n2,3.5,x\n")
+    ds = load_dataset(csv_cfg(path))
+    assert ds.feature_names == ["a"] and ds.X.shape == (3, 1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("squeeze: note:") and "row index" in err[0]
+
+
+def test_csv_unnamed_first_column_that_is_no_index_is_kept(tmp_path, capsys):
+    path = write_csv(tmp_path, ",a,label\n0.5,1,x\n0.25,2,y\n")
+    assert load_dataset(csv_cfg(path)).feature_names == ["Unnamed: 0", "a"]
+    assert capsys.readouterr().err == ""
+
+
+def test_csv_duplicate_column_names_are_refused(tmp_path):
+    path = write_csv(tmp_path, "a,b,a,label\n1,2,3,x\n")
+    with raises_input(path, "has two columns named 'a' (columns 0 and 2, 0-based): rename or drop one"):
+        load_dataset(csv_cfg(path))
+
+
+def test_csv_continuous_target_is_called_a_regression_target(tmp_path):
+    rows = "".join(f"{i},{np.sin(i) * 3:.4f}\n" for i in range(40))
+    path = write_csv(tmp_path, "a,label\n" + rows)
+    with raises_input(path, "target column 'label' looks like a regression target (40 distinct non-integer values"):
+        load_dataset(csv_cfg(path))
+
+
+def test_csv_integral_float_and_few_float_labels_stay_classes(tmp_path):
+    path = write_csv(tmp_path, "a,label\n" + "".join(f"{i},{[0.5, 1.5][i % 2]}\n" for i in range(20)))
+    assert load_dataset(csv_cfg(path)).classes == ["0.5", "1.5"]
+    path = write_csv(tmp_path, "a,label\n" + "".join(f"{i},{float(i % 3)}\n" for i in range(20)), name="int.csv")
+    assert load_dataset(csv_cfg(path)).classes == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("target,features", [(2, ["a", "b"]), (-1, ["a", "b"]), (0, ["b", "c"])])
+def test_csv_target_by_index(tmp_path, target, features):
+    text = "a,b,c\nx,2,3\ny,4,5\n" if target == 0 else "a,b,label\n1,2,x\n3,4,y\n"
+    assert load_dataset(csv_cfg(write_csv(tmp_path, text), target=target)).feature_names == features
+
+
+def test_csv_target_index_out_of_range_lists_columns(tmp_path):
+    path = write_csv(tmp_path, "a,b,label\n1,2,x\n")
+    with raises_input("data.target", "column index 4 is out of range"):
+        load_dataset(csv_cfg(path, target=4))
+
+
+def test_csv_target_index_that_names_another_column_is_ambiguous(tmp_path):
+    path = write_csv(tmp_path, "1,2,3\n1,2,x\n")
+    with raises_input("data.target", "is both the index of column '2' and the name of another column"):
+        load_dataset(csv_cfg(path, target=1))
+    assert load_dataset(csv_cfg(path, target="3")).feature_names == ["1", "2"]  # by name when quoted
+
+
+def test_csv_values_beyond_float32_are_refused(tmp_path):
+    path = write_csv(tmp_path, "a,b,label\n1,2,x\n3,-4e39,y\n")
+    with raises_input(path, "feature column 'b' has 1 value(s) beyond float32's range"):
+        load_dataset(csv_cfg(path))
+
+
+def test_csv_decimal_commas_get_a_hint(tmp_path):
+    path = write_csv(tmp_path, "a;b;label\n1,5;2;x\n3,5;4;y\n")
+    with raises_input(path, "decimal commas are not read"):
+        load_dataset(csv_cfg(path))
+
+
 # ---------------------------------------------------------------- npz
 
 

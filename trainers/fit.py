@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers.errors import InputError
+from trainers.options import OPTIMIZERS
+
 __all__ = ["TrainingDiverged", "make_optimizer", "predict", "resolve_device", "seed_everything", "train"]
 
 
@@ -35,14 +38,13 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer named by ``train.optimizer`` (the names: :data:`trainers.options.OPTIMIZERS`);
+    ``momentum`` is used by sgd only."""
+    if name not in OPTIMIZERS:
+        raise InputError("train.optimizer", f"must be one of {'|'.join(OPTIMIZERS)}, got {name!r}")
     params = [p for p in params if p.requires_grad]
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    raise ValueError(f"train.optimizer must be adam, adamw or sgd, got {name!r}")
+    extra = {"momentum": momentum} if name == "sgd" else {}
+    return getattr(torch.optim, OPTIMIZERS[name])(params, lr=lr, weight_decay=weight_decay, **extra)
 
 
 def train(

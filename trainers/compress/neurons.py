@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from trainers.errors import InputError
+from trainers.options import NEURON_IMPORTANCES, NEURONS_MAX_RATIO
 
 __all__ = ["unit_importance", "prune_neurons"]
 
@@ -22,8 +23,9 @@ __all__ = ["unit_importance", "prune_neurons"]
 def unit_importance(net: nn.Module, X: torch.Tensor, criterion: str = "mean_abs",
                     batch_size: int = 512) -> list[torch.Tensor]:
     """One importance score per unit of each of ``net.unit_layers()``, measured on ``X``."""
-    if criterion not in ("mean_abs", "apoz"):
-        raise InputError("compress.neurons.importance", f"must be mean_abs or apoz, got {criterion!r}")
+    if criterion not in NEURON_IMPORTANCES:
+        raise InputError("compress.neurons.importance",
+                         f"must be one of {'|'.join(NEURON_IMPORTANCES)}, got {criterion!r}")
     layers = net.unit_layers()
     sums = [None] * len(layers)
     count = 0
@@ -51,8 +53,8 @@ def unit_importance(net: nn.Module, X: torch.Tensor, criterion: str = "mean_abs"
 
 def prune_neurons(net: nn.Module, X: torch.Tensor, ratio: float, criterion: str = "mean_abs") -> list[int]:
     """Remove the least important ``ratio`` of units in every hidden layer; returns units kept per layer."""
-    if not 0.0 <= ratio <= 0.9:
-        raise InputError("compress.neurons.ratio", f"must be in [0, 0.9], got {ratio}")
+    if not 0.0 <= ratio <= NEURONS_MAX_RATIO:
+        raise InputError("compress.neurons.ratio", f"must be in [0, {NEURONS_MAX_RATIO:g}], got {ratio}")
     importance = unit_importance(net, X, criterion)
     kept = []
     for i, scores in enumerate(importance):

@@ -12,6 +12,7 @@ import math
 import torch
 
 from trainers.errors import InputError
+from trainers.options import PRUNE_CRITERIA, PRUNE_MAX_RATIO, PRUNE_SCOPES
 
 __all__ = ["Pruner", "zhu_gupta_sparsity"]
 
@@ -45,10 +46,10 @@ class Pruner:
     """
 
     def __init__(self, criterion: str = "magnitude", scope: str = "per_layer", seed: int = 0) -> None:
-        if criterion not in ("magnitude", "random"):
-            raise InputError("compress.prune.criterion", f"must be magnitude or random, got {criterion!r}")
-        if scope not in ("global", "per_layer"):
-            raise InputError("compress.prune.scope", f"must be global or per_layer, got {scope!r}")
+        if criterion not in PRUNE_CRITERIA:
+            raise InputError("compress.prune.criterion", f"must be one of {'|'.join(PRUNE_CRITERIA)}, got {criterion!r}")
+        if scope not in PRUNE_SCOPES:
+            raise InputError("compress.prune.scope", f"must be one of {'|'.join(PRUNE_SCOPES)}, got {scope!r}")
         self.criterion, self.scope = criterion, scope
         self.generator = torch.Generator().manual_seed(seed)
         self._random_scores: list[torch.Tensor] | None = None
@@ -67,8 +68,8 @@ class Pruner:
     def masks(self, weights: list[torch.Tensor], ratio: float,
               previous: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Bool keep-masks (same shapes as ``weights``) zeroing ``floor(ratio * n)`` weights."""
-        if not 0.0 <= ratio < 1.0:
-            raise InputError("compress.prune.ratio", f"must be in [0, 0.99], got {ratio}")
+        if not 0.0 <= ratio <= PRUNE_MAX_RATIO:
+            raise InputError("compress.prune.ratio", f"must be in [0, {PRUNE_MAX_RATIO:g}], got {ratio}")
         scores = self.scores(weights, previous)
         if self.scope == "per_layer":
             return [_keep_top(s, s.numel() - math.floor(ratio * s.numel() + 1e-9)) for s in scores]
