@@ -16,7 +16,7 @@ from search import names
 
 __all__ = ["close_orphan_runs", "diagnose", "requeue", "main"]
 
-_RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "KILLED"}
+_RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "KILLED", "PRUNED": "KILLED"}
 
 
 def requeue(study, trial) -> None:
@@ -38,13 +38,40 @@ def _trial_runs(study, tracker) -> list[Any]:
     return tracker.find_runs(**{names.ROLE: "trial", names.STUDY_NAME: study.study_name})
 
 
-def close_orphan_runs(study, tracker, runs: list[Any] | None = None) -> int:
-    """Close MLflow trial runs left RUNNING although their Optuna trial finished; returns how many."""
-    finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    closed = 0
-    for run in runs if runs is not None else _trial_runs(study, tracker):
-        if run.info.status != "RUNNING":
+def _running_trial_runs(study, tracker) -> list[Any]:
+    """The study's trial runs still RUNNING in MLflow: one filtered search, not every run of the study."""
+    flt = (f"attributes.status = 'RUNNING' and tags.{names.ROLE} = 'trial' "
+           f"and tags.{names.STUDY_NAME} = '{study.study_name}'")
+    return list(tracker.client.search_runs([tracker.experiment_id], filter_string=flt, max_results=50000))
+
+
+def _finished_trials(study, numbers: set[int]) -> dict[int, Any]:
+    """The finished trials among ``numbers``: one storage read each for a few, one read of the study for
+    many (a worker start after a crash of many workers)."""
+    if len(numbers) > 50:
+        return {t.number: t for t in study.get_trials(deepcopy=False) if t.number in numbers and t.state.is_finished()}
+    storage, out = study._storage, {}
+    for number in numbers:
+        try:
+            trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+        except KeyError:
             continue
+        if trial.state.is_finished():
+            out[number] = trial
+    return out
+
+
+def close_orphan_runs(study, tracker, runs: list[Any] | None = None) -> int:
+    """Close MLflow trial runs left RUNNING although their Optuna trial finished; returns how many.
+
+    Reads only the RUNNING trial runs of the study and the trials they name (milliseconds at any study
+    size; it runs at every worker start). ``runs``, when given, are the candidate runs instead.
+    """
+    runs = [r for r in (runs if runs is not None else _running_trial_runs(study, tracker))
+            if r.info.status == "RUNNING"]
+    finished = _finished_trials(study, {int(r.data.tags.get(names.TRIAL_NUMBER, -1)) for r in runs})
+    closed = 0
+    for run in runs:
         trial = finished.get(int(run.data.tags.get(names.TRIAL_NUMBER, -1)))
         if trial is None:
             continue
@@ -95,7 +122,8 @@ def _fix(study, tracker) -> None:
         if t.state.is_finished() and t.number not in have:
             run_id = tracker.create_run(f"trial-{t.number}", {
                 names.ROLE: "trial", names.TRIAL_NUMBER: t.number, names.STUDY_NAME: study.study_name,
-                names.STATE: t.state.name, names.ERROR: "no run was recorded (worker died before logging)"},
+                names.STATE: t.state.name, names.PARETO: "false",
+                names.ERROR: "no run was recorded (worker died before logging)"},
                 parent_run_id=parent)
             tracker.end_run(run_id, _RUN_STATUS.get(t.state.name, "FAILED"))
 
@@ -118,7 +146,7 @@ def main(argv: list[str]) -> int:
     argv = [a for a in argv if not a.startswith("fix=")]
     try:
         cfg = compose(split_args(argv))
-        storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds)
+        storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds, must_exist=True)
         try:
             study = optuna.load_study(study_name=cfg.study.name, storage=storage)
         except KeyError:
