@@ -8,10 +8,21 @@ batch size 1), ``latency_p90_ms`` its 90th percentile, ``throughput_per_s`` samp
 ``throughput_batch`` (median of ``max(5, repeats // 10)`` calls).
 
 Runtime: the loaded model is dense fp32 after unpacking (physically smaller after neuron pruning). The
-candidates are ``fp32_dense`` (eager PyTorch), ``torchscript`` (the same model traced and frozen: the same
-fp32 arithmetic without Python's per-module overhead, which dominates small models at batch 1) and, where
-the weights were quantized to <= 8 bits, ``int8_dynamic`` (torch's dynamic-quantization kernels). Each is
-timed at ``batch_size`` and the fastest wins (by a 10% margin); the accuracy is then scored on that runtime too.
+candidates, in the order they are tried (:data:`RUNTIMES`, a registry: name -> :class:`Runtime`):
+
+* ``fp32_dense``: eager PyTorch;
+* ``torchscript``: the same model traced and frozen (the same fp32 arithmetic without Python's per-module
+  overhead, which dominates small models at batch 1);
+* ``int8_dynamic``: torch's dynamic-quantization kernels for every Linear layer (only where the weights
+  were quantized to <= 8 bits);
+* ``onnxruntime``: the model exported to ONNX with fp32 weights (:mod:`trainers.onnx_export`) served by
+  ONNX Runtime (CPU, ``threads`` intra-op threads, sequential);
+* ``onnxruntime_int8``: the ONNX export whose <= 8-bit Linear weights run on ONNX Runtime's int8 kernels
+  (``MatMulInteger`` with activations quantized per call; only where some Linear weights are <= 8 bits).
+
+Each candidate is timed at ``batch_size`` and replaces the current best only when at least 10% faster; the
+accuracy is then scored on the winner too. ``runtimes`` (config ``latency.runtimes``, null = all) restricts
+the candidates, e.g. ``[onnxruntime, onnxruntime_int8]`` for a user who deploys on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,8 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "accuracy", "build_runtime", "choose_runtime",
-           "int8_dynamic", "measure_latency", "torchscript"]
+from trainers.errors import InputError
+
+__all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "Runtime", "accuracy", "build_runtime",
+           "candidate_runtimes", "choose_runtime", "int8_dynamic", "measure_latency", "onnxruntime", "torchscript"]
 
 
 #: a runtime replaces the current best only when at least 10% faster, so timing noise does not flip the
@@ -44,11 +57,37 @@ class LatencyProtocol:
     warmup: int = 20
     repeats: int = 100
     throughput_batch: int = 256
+    runtimes: tuple[str, ...] | None = None     # candidate runtimes (names of RUNTIMES); None = all
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LatencyProtocol:
-        return cls(**{k: int(cfg[k]) for k in ("threads", "batch_size", "warmup", "repeats", "throughput_batch")
-                      if k in cfg})
+        """From the ``latency`` config block; ``runtimes`` must be null or a list of :data:`RUNTIMES` names.
+
+        Raises:
+            InputError: at ``latency.runtimes`` for an unknown runtime or a value that is not a list.
+        """
+        kwargs: dict[str, Any] = {k: int(cfg[k]) for k in ("threads", "batch_size", "warmup", "repeats",
+                                                           "throughput_batch") if k in cfg}
+        runtimes = cfg.get("runtimes")
+        if runtimes is not None:
+            if isinstance(runtimes, str) or not isinstance(runtimes, Sequence) or not runtimes \
+                    or not all(isinstance(r, str) for r in runtimes):
+                raise InputError("latency.runtimes", f"must be null or a non-empty list of runtimes from "
+                                                     f"{'|'.join(RUNTIMES)}, got {runtimes!r}")
+            unknown = [r for r in runtimes if r not in RUNTIMES]
+            if unknown:
+                raise InputError("latency.runtimes", f"unknown runtime {unknown[0]!r}; runtimes: {'|'.join(RUNTIMES)}")
+            kwargs["runtimes"] = tuple(runtimes)
+        return cls(**kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The protocol as logged (``runtimes`` only when restricted)."""
+        out = asdict(self)
+        if self.runtimes is None:
+            del out["runtimes"]
+        else:
+            out["runtimes"] = list(self.runtimes)
+        return out
 
 
 @dataclass(frozen=True)
@@ -61,7 +100,7 @@ class LatencyResult:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["protocol"] = asdict(self.protocol)
+        out["protocol"] = self.protocol.as_dict()
         return out
 
 
@@ -127,18 +166,62 @@ def torchscript(model: nn.Module, example: torch.Tensor) -> nn.Module:
             return torch.jit.freeze(torch.jit.trace(model.eval(), example))
 
 
-RUNTIMES = ("fp32_dense", "torchscript", "int8_dynamic")
+def onnxruntime(model: nn.Module, example: torch.Tensor, threads: int = 1, weights: str = "fp32") -> nn.Module:
+    """``model`` (a loaded artifact's Pipeline) exported to ONNX (:func:`trainers.onnx_export.to_onnx`,
+    ``weights`` fp32 or int8) and served by an ONNX Runtime session with ``threads`` intra-op threads."""
+    from trainers.onnx_export import OnnxRuntimeModel, to_onnx  # onnx/onnxruntime load only when used
+
+    return OnnxRuntimeModel(to_onnx(model, weights, example), threads)
 
 
-def build_runtime(model: nn.Module, runtime: str, example: torch.Tensor) -> nn.Module:
-    """``model`` served on ``runtime`` (one of :data:`RUNTIMES`); ``example`` is an input batch to trace."""
-    if runtime == "fp32_dense":
-        return model
-    if runtime == "torchscript":
-        return torchscript(model, example)
-    if runtime == "int8_dynamic":
-        return int8_dynamic(model)
-    raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+def _has_int8_linear(model: nn.Module) -> bool:
+    from trainers.onnx_export import int8_layers
+
+    return bool(int8_layers(model))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One way to serve a loaded model.
+
+    Attributes:
+        build: ``(model, example rows, threads) -> served module`` (``served(x)`` returns the scores).
+        int8: a candidate only when the weights were quantized to <= 8 bits.
+        applies: a further condition on the model (e.g. it has Linear layers).
+    """
+
+    build: Callable[[nn.Module, torch.Tensor, int], nn.Module]
+    int8: bool = False
+    applies: Callable[[nn.Module], bool] = lambda model: True
+
+
+#: the runtimes, in the order :func:`choose_runtime` tries them (the first candidate is the baseline)
+RUNTIMES: dict[str, Runtime] = {
+    "fp32_dense": Runtime(lambda model, example, threads: model),
+    "torchscript": Runtime(lambda model, example, threads: torchscript(model, example)),
+    "int8_dynamic": Runtime(lambda model, example, threads: int8_dynamic(model), int8=True,
+                            applies=lambda model: any(isinstance(m, nn.Linear) for m in model.modules())),
+    "onnxruntime": Runtime(lambda model, example, threads: onnxruntime(model, example, threads)),
+    "onnxruntime_int8": Runtime(lambda model, example, threads: onnxruntime(model, example, threads, "int8"),
+                                int8=True, applies=_has_int8_linear),
+}
+
+
+def build_runtime(model: nn.Module, runtime: str, example: torch.Tensor, threads: int = 1) -> nn.Module:
+    """``model`` served on ``runtime`` (a key of :data:`RUNTIMES`); ``example`` is an input batch to trace,
+    ``threads`` the intra-op threads of an ONNX Runtime session."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    return RUNTIMES[runtime].build(model, example, threads)
+
+
+def candidate_runtimes(model: nn.Module, quantized_bits: int | None,
+                       allowed: tuple[str, ...] | None = None) -> list[str]:
+    """The runtimes :func:`choose_runtime` measures for ``model``, in :data:`RUNTIMES` order: those in
+    ``allowed`` (None = all) that apply (int8 ones only when ``quantized_bits <= 8``)."""
+    int8_ok = quantized_bits is not None and quantized_bits <= 8
+    return [name for name, rt in RUNTIMES.items()
+            if (allowed is None or name in allowed) and (int8_ok or not rt.int8) and rt.applies(model)]
 
 
 def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
@@ -146,23 +229,28 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
     """Measure the runtimes this artifact allows and return the fastest at ``protocol.batch_size``.
 
     ``quantized_bits``: the widest code width of the model's quantized weights (None = not quantized);
-    the int8 runtime is a candidate only when it is <= 8. ``runtime``: serve on this one instead of
-    choosing (a reproduction scores on the runtime the study recorded: int8 changes the outputs).
+    int8 runtimes are candidates only when it is <= 8. ``protocol.runtimes`` restricts the candidates.
+    ``runtime``: serve on this one instead of choosing (a reproduction scores on the runtime the study
+    recorded: int8 changes the outputs).
+
+    Raises:
+        InputError: at ``latency.runtimes`` when none of the allowed runtimes applies to this model.
     """
+    example = X[:protocol.batch_size]
     if runtime is not None:
-        served = build_runtime(model, runtime, X[:protocol.batch_size])
+        served = build_runtime(model, runtime, example, protocol.threads)
         return served, measure_latency(served, X, protocol, runtime)
-    best_model, best = model, measure_latency(model, X, protocol, "fp32_dense")
-    scripted = torchscript(model, X[:protocol.batch_size])
-    result = measure_latency(scripted, X, protocol, "torchscript")
-    if result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
-        best_model, best = scripted, result
-    has_linear = any(isinstance(m, nn.Linear) for m in model.modules())
-    if quantized_bits is not None and quantized_bits <= 8 and has_linear:
-        candidate = int8_dynamic(model)
-        result = measure_latency(candidate, X, protocol, "int8_dynamic")
-        if result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
-            best_model, best = candidate, result
+    names = candidate_runtimes(model, quantized_bits, protocol.runtimes)
+    if not names:
+        raise InputError("latency.runtimes", f"none of {list(protocol.runtimes or ())} applies to this model "
+                                             f"(int8 runtimes need weights quantized to <= 8 bits); add "
+                                             f"fp32_dense, torchscript or onnxruntime")
+    best_model, best = None, None
+    for name in names:
+        served = build_runtime(model, name, example, protocol.threads)
+        result = measure_latency(served, X, protocol, name)
+        if best is None or result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
+            best_model, best = served, result
     return best_model, best
 
 
