@@ -17,6 +17,12 @@ SPEEDUP = "speedup"                  # reference latency_ms / latency_ms
 SPARSITY = "sparsity"                # share of zero weights among prunable weights
 AVG_BITS = "avg_bits"                # bits per kept weight in the file
 FIT_SECONDS = "fit_seconds"          # train + compress + fine-tune wall time per fold
+TRAIN_SECONDS = "train_seconds"      # the fp32 base: preprocessing + training (or loading it from the base cache)
+COMPRESS_SECONDS = "compress_seconds"  # compression + fine-tune + encoding
+BASE_CACHED = "base_cached"          # share of folds whose fp32 base came from the base cache (per fold: 0 or 1)
+FOLDS_RUN = "folds_run"              # folds a trial ran (fewer than cv.folds when it was stopped early)
+SIZE_KIB = "size_kib"                # size_bytes / 1024: the size a person reads in the MLflow run list
+FOLD_METRIC = "{metric}/fold{fold}"  # per-fold values of FOLD_COLUMNS: accuracy/fold0, ... (one value each, not steps)
 PACK_SECONDS = "pack_seconds"        # writing the artifact file, per fold
 EVAL_SECONDS = "eval_seconds"        # load + latency + accuracy of the artifact, per fold
 TRIAL_SECONDS = "trial_seconds"      # whole trial wall time: sampling, all folds, MLflow logging, tell
@@ -25,6 +31,9 @@ POPULARITY_HR = "popularity_hr"      # recommenders, parent run: HR@k of the pop
 POPULARITY_NDCG = "popularity_ndcg"  # recommenders, parent run: NDCG@k of the popularity baseline
 
 REFERENCE_PREFIX = "reference_"      # parent run: reference_accuracy, reference_size_bytes, ...
+REFERENCE_LONG_ACCURACY = "reference_long_accuracy"  # parent run: the fp32 reference trained for the space's
+                                     # longest budget (max train.epochs + max compress.finetune_epochs)
+REFERENCE_LONG_EPOCHS = "reference_long_epochs"
 N_PARETO = "n_pareto"
 HYPERVOLUME = "hypervolume"
 
@@ -38,6 +47,11 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
     SPEEDUP: "maximize",
 }
 
+# --- params of a trial besides the sampled ones --------------------------------------------------
+QUANT_SCHEME = "compress.quant.scheme"            # logged by every trial, sampled or not
+EFFECTIVE_BITS = "compress.quant.effective_bits"  # bits per weight: 32 none, 1 binary, log2(3) ternary,
+                                                  # compress.quant.bits otherwise (parallel coordinates)
+
 # --- tags -------------------------------------------------------------------------------------------
 ROLE = "role"                        # study | trial | reference | reproduce | final
 STUDY_NAME = "study_name"
@@ -47,12 +61,16 @@ PARETO = "pareto"                    # "true" | "false", set after the study
 ERROR = "error"                      # one-line error of a failed trial
 RUNTIME = "runtime"                  # which runtime served the loaded model (fp32_dense, int8_dynamic, ...)
 REPRODUCES = "reproduces"            # run id a reproduce run re-ran
+RECIPE = "recipe"                    # trial run: the seed recipe (conf/recipe/<name>.yaml) the trial ran
+NOTE = "mlflow.note.content"         # MLflow description (markdown) of an experiment or a run
+EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag read by the MLflow 3 UI: which view it opens
 
 # --- artifacts --------------------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"
 PARETO_CSV = "pareto.csv"
 PARETO_HTML = "pareto.html"
 PARETO_PNG = "pareto.png"
+FOLDS_TABLE = "folds.json"           # trial run: every per-fold value, an MLflow table (artifact view)
 SPLIT_ARTIFACT = "split.json"        # parent run: {"dev": [...], "test": [...], "folds": [val idx per fold]}
 FINAL_ARTIFACT = "model.sqz"         # final run: the shipped artifact (fit on all development rows)
 ROWS_ARTIFACT = "rows.json"          # final run: {"train": [...], "test": [...]} row indices it used

@@ -337,3 +337,18 @@ def test_uniform_8_bit_file_is_about_4x_smaller_than_fp32(lenet_sizes) -> None:
 @pytest.mark.parametrize("scheme", ["binary", "ternary"])
 def test_binary_and_ternary_files_are_much_smaller_than_uniform_8_bit(lenet_sizes, scheme: str) -> None:
     assert lenet_sizes[scheme] * 3 < lenet_sizes["uniform8"], lenet_sizes
+
+
+@pytest.mark.parametrize("clip", [1.0, 0.97])
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("shape", [(30, 20), (8, 3, 3, 3)])
+def test_uniform_fast_fake_equals_the_generic_encode_decode_path(shape, bits, clip) -> None:
+    """The fine-tune's dense fast path gives exactly the values of ``decode(encode(w))`` (the base class)."""
+    from trainers.compress.quantize import Quantizer, Uniform
+
+    torch.manual_seed(bits)
+    w = torch.randn(shape)
+    mask = torch.rand(shape) > 0.5
+    q = Uniform(bits, 1.1, clip)
+    for x, m in ((w * mask, mask), (w, None)):
+        assert torch.equal(q.fake(x, m), Quantizer.fake(q, x, m))

@@ -27,14 +27,17 @@ import numpy as np
 import torch
 
 from trainers import artifact
+from trainers.base_cache import BaseCache, base_key
 from trainers.compress import compress
 from trainers.data import Preprocessor
-from trainers.fit import seed_everything, train
+from trainers.data._sequence import user_channels
+from trainers.fit import resolve_device, seed_everything, train
 from trainers.measure import LatencyProtocol, accuracy, choose_runtime
-from trainers.models import Pipeline, Preprocess, build_net, net_spec_from_config
+from trainers.models import Pipeline, Preprocess, build_net, build_pipeline, net_spec_from_config
 from trainers.ranking import rank_model
 
-__all__ = ["FoldResult", "RANKERS", "fit_compressed", "evaluate_artifact", "is_ranking", "run_fold"]
+__all__ = ["FoldResult", "Fitted", "RANKERS", "fit_base", "fit_and_compress", "fit_compressed", "evaluate_artifact",
+           "is_ranking", "run_fold"]
 
 #: network types that rank items (sequence data) instead of classifying rows
 RANKERS = ("seqrec",)
@@ -49,7 +52,7 @@ class FoldResult:
     throughput_per_s: float
     sparsity: float
     avg_bits: float
-    fit_seconds: float
+    fit_seconds: float             # train_seconds + compress_seconds
     pack_seconds: float            # encode + entropy-code + write the artifact
     eval_seconds: float            # load + runtime choice + latency + accuracy
     runtime: str
@@ -57,32 +60,103 @@ class FoldResult:
     latency_protocol: dict[str, Any] = field(default_factory=dict)
     units_kept: list[int] = field(default_factory=list)
     ndcg: float | None = None      # ranking only: NDCG@k (``accuracy`` is then HR@k)
+    train_seconds: float = 0.0     # fp32 base: preprocessing + training, or loading it from the base cache
+    compress_seconds: float = 0.0  # compression + fine-tune + encoding
+    base_cached: bool = False      # the fp32 base came from the base cache
 
     def metrics(self) -> dict[str, float]:
         """The numeric fields, named as in :mod:`search.names`."""
         return {k: float(v) for k, v in asdict(self).items() if isinstance(v, (int, float))}
 
 
-def fit_compressed(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, seed: int) -> tuple[Pipeline, list[int]]:
-    """Fit preprocessing and network on the training rows, then compress; returns the in-memory model."""
-    if is_ranking(cfg):
-        return _fit_ranker(cfg, X_train, y_train, seed)
-    seed_everything(seed)
-    data_cfg = cfg["data"]
-    pre = Preprocessor(standardize=bool(data_cfg.get("standardize", True)), pca=data_cfg.get("pca"))
-    pre.fit(X_train)
-    preprocess = Preprocess.from_state(list(X_train.shape[1:]), pre.state_dict())
-    with torch.no_grad():
-        Xt = preprocess(torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32)))
+@dataclass
+class Fitted:
+    """A compressed in-memory model and how it was made."""
+    model: Pipeline
+    units_kept: list[int]
+    base_cached: bool              # the fp32 base model came from the :class:`~trainers.base_cache.BaseCache`
+    train_seconds: float           # fitting preprocessing + training the fp32 base (or loading it from the cache)
+    compress_seconds: float        # neuron pruning, weight pruning, quantization, fine-tune, encoding
+
+
+def _training_tensors(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray) -> tuple[torch.Tensor, int]:
+    """The labels and the class count (items + 1 for a ranker) that training uses."""
     yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
-    n_classes = int(cfg.get("n_classes") or (int(yt.max()) + 1))
-    net = build_net(net_spec_from_config(cfg["model"], list(Xt.shape[1:]), n_classes))
+    if cfg.get("n_classes"):
+        return yt, int(cfg["n_classes"])
+    if is_ranking(cfg):
+        return yt, max(int(np.max(X_train[:, 0])), int(yt.max())) + 1
+    return yt, int(yt.max()) + 1
+
+
+def fit_base(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, seed: int,
+             cache: BaseCache | None = None) -> tuple[Pipeline, torch.Tensor, torch.Tensor, bool]:
+    """The trained fp32 pipeline of ``cfg`` on these rows (from ``cache`` when it holds it), with the
+    preprocessed training inputs and labels; the last value says whether it came from the cache.
+
+    A cached base is bit-identical to a freshly trained one (same seed, same rows, same config), so what
+    follows does not depend on where it came from.
+    """
+    seed_everything(seed)
+    yt, n_classes = _training_tensors(cfg, X_train, y_train)
     device = cfg.get("device", "auto")
+    key = base_key(cfg, X_train, y_train, seed, n_classes, resolve_device(device).type) if cache else ""
+    hit = cache.get(key) if cache else None
+    if hit is not None:
+        spec, state = hit
+        model = build_pipeline(spec)
+        model.load_state_dict(state)
+        model.eval()
+        with torch.no_grad():
+            Xt = _as_input(cfg, X_train)
+            Xt = Xt if is_ranking(cfg) else model.preprocess(Xt)
+        return model, Xt, yt, True
+    if is_ranking(cfg):          # event windows (N, C, L) of item ids: no preprocessing
+        Xt = _as_input(cfg, X_train)
+        vocab = [int(Xt[:, c].max()) for c in range(1, Xt.shape[1])]   # ids seen in training; others -> 0
+        n_side = len(vocab) - user_channels(cfg["data"])                # user features are the last channels
+        assert n_side >= 0, f"data={cfg['data'].get('name')} gives more user channels than X has {Xt.shape[1]}"
+        preprocess = Preprocess(list(Xt.shape[1:]), standardize=False)
+        net = build_net(net_spec_from_config(cfg["model"], list(Xt.shape[1:]), n_classes, vocab[:n_side],
+                                             vocab[n_side:]))
+    else:
+        data_cfg = cfg["data"]
+        pre = Preprocessor(standardize=bool(data_cfg.get("standardize", True)), pca=data_cfg.get("pca"))
+        pre.fit(X_train)
+        preprocess = Preprocess.from_state(list(X_train.shape[1:]), pre.state_dict())
+        with torch.no_grad():
+            Xt = preprocess(_as_input(cfg, X_train))
+        net = build_net(net_spec_from_config(cfg["model"], list(Xt.shape[1:]), n_classes))
     train(net, Xt, yt, cfg["train"], seed, device=device)
-    report = compress(net, Xt, yt, cfg["compress"], cfg["train"], seed, device=device)
-    model = Pipeline(preprocess, net)
+    model = Pipeline(preprocess, net).eval()
+    if cache is not None:
+        cache.put(key, model.spec(), model.state_dict())
+    return model, Xt, yt, False
+
+
+def _as_input(cfg: Mapping[str, Any], X: np.ndarray) -> torch.Tensor:
+    dtype = np.int64 if is_ranking(cfg) else np.float32
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=dtype))
+
+
+def fit_and_compress(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, seed: int,
+                     cache: BaseCache | None = None) -> Fitted:
+    """Fit (or load from ``cache``) the fp32 base on the training rows, then compress it in memory."""
+    start = time.perf_counter()
+    model, Xt, yt, cached = fit_base(cfg, X_train, y_train, seed, cache)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    seed_everything(seed + 1)       # compression draws the same random numbers whether the base was cached or not
+    report = compress(model.net, Xt, yt, cfg["compress"], cfg["train"], seed, device=cfg.get("device", "auto"))
     model.encodings = {f"net.{name}": enc for name, enc in report.encodings.items()}
-    return model.eval(), report.units_kept
+    return Fitted(model.eval(), report.units_kept, cached, train_seconds, time.perf_counter() - start)
+
+
+def fit_compressed(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, seed: int,
+                   cache: BaseCache | None = None) -> tuple[Pipeline, list[int]]:
+    """Fit preprocessing and network on the training rows, then compress; returns the in-memory model."""
+    fitted = fit_and_compress(cfg, X_train, y_train, seed, cache)
+    return fitted.model, fitted.units_kept
 
 
 def evaluate_artifact(path: str | Path, X: np.ndarray, y: np.ndarray, latency_cfg: Mapping[str, Any],
@@ -112,20 +186,22 @@ def evaluate_artifact(path: str | Path, X: np.ndarray, y: np.ndarray, latency_cf
 
 def run_fold(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
              y_val: np.ndarray, seed: int, artifact_path: str | Path,
-             meta: Mapping[str, Any] | None = None, runtime: str | None = None) -> FoldResult:
-    """Train, compress, write the artifact, load it back and measure it (see the module docstring).
-    ``runtime``: score on this runtime instead of the fastest (reproductions)."""
+             meta: Mapping[str, Any] | None = None, runtime: str | None = None,
+             cache: BaseCache | None = None) -> FoldResult:
+    """Train (or take the fp32 base from ``cache``), compress, write the artifact, load it back and measure
+    it (see the module docstring). ``runtime``: score on this runtime instead of the fastest (reproductions).
+    The result does not depend on ``cache``: a cached base is bit-identical to a trained one."""
+    fitted = fit_and_compress(cfg, X_train, y_train, seed, cache)
     start = time.perf_counter()
-    model, units_kept = fit_compressed(cfg, X_train, y_train, seed)
-    fit_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    artifact.save(model, artifact_path, codec=cfg["compress"].get("codec", "lzma"), meta=dict(meta or {}))
+    artifact.save(fitted.model, artifact_path, codec=cfg["compress"].get("codec", "lzma"), meta=dict(meta or {}))
     pack_seconds = time.perf_counter() - start
     start = time.perf_counter()
     scores = evaluate_artifact(artifact_path, X_val, y_val, cfg["latency"],
                                k=int(cfg.get("data", {}).get("top_k", 10)), runtime=runtime)
-    return FoldResult(fit_seconds=fit_seconds, pack_seconds=pack_seconds, eval_seconds=time.perf_counter() - start,
-                      artifact_path=str(artifact_path), units_kept=units_kept, **scores)
+    return FoldResult(fit_seconds=fitted.train_seconds + fitted.compress_seconds, pack_seconds=pack_seconds,
+                      eval_seconds=time.perf_counter() - start, artifact_path=str(artifact_path),
+                      units_kept=fitted.units_kept, train_seconds=fitted.train_seconds,
+                      compress_seconds=fitted.compress_seconds, base_cached=fitted.base_cached, **scores)
 
 
 # --- ranking (sequence data, model=seqrec) ------------------------------------------------------------
@@ -133,22 +209,6 @@ def run_fold(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, X
 def is_ranking(cfg: Mapping[str, Any]) -> bool:
     """Whether ``cfg`` trains a ranker (next-item recommendation) rather than a classifier."""
     return cfg["model"]["name"] in RANKERS
-
-
-def _fit_ranker(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, seed: int) -> tuple[Pipeline, list[int]]:
-    """Fit and compress a ranker on event windows ``(N, C, L)``; item ids need no preprocessing."""
-    seed_everything(seed)
-    Xt = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.int64))
-    yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
-    n_classes = int(cfg.get("n_classes") or max(int(Xt[:, 0].max()), int(yt.max())) + 1)   # n_items + 1
-    side_vocab = [int(Xt[:, c].max()) for c in range(1, Xt.shape[1])]     # ids seen in training; others -> 0
-    net = build_net(net_spec_from_config(cfg["model"], list(Xt.shape[1:]), n_classes, side_vocab))
-    device = cfg.get("device", "auto")
-    train(net, Xt, yt, cfg["train"], seed, device=device)
-    report = compress(net, Xt, yt, cfg["compress"], cfg["train"], seed, device=device)
-    model = Pipeline(Preprocess(list(Xt.shape[1:]), standardize=False), net)
-    model.encodings = {f"net.{name}": enc for name, enc in report.encodings.items()}
-    return model.eval(), report.units_kept
 
 
 def _evaluate_ranker(path: str | Path, loaded: Pipeline, X: np.ndarray, y: np.ndarray,

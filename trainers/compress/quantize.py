@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from trainers.errors import InputError
+from trainers.options import BITS_OFF, CLIP_RANGE, QUANT_SCHEMES, ROUNDINGS, THRESHOLD_MAX
 
 __all__ = [
     "Encoded", "Quantizer", "Float32", "FixedPoint", "Uniform", "Binary", "Ternary", "make_quantizer",
-    "SCHEMES",
+    "QUANTIZERS", "SCHEMES",
 ]
 
 
@@ -120,16 +121,29 @@ def _channel_mean_abs(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, (rows.abs() * keep).sum(1) / count.clamp(min=1), 0.0)
 
 
-def _channel_quantile(w: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Tensor:
-    """The ``q`` quantile (linear interpolation, as ``torch.quantile``) of each channel's kept weights;
-    ``q = 0`` / ``1`` give min / max. Vectorized: embedding tables have thousands of rows."""
+def _channel_quantiles(w: torch.Tensor, mask: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
+    """The ``q`` quantiles (linear interpolation, as ``torch.quantile``) of each channel's kept weights, for
+    every ``q`` in ``qs``; ``q = 0`` / ``1`` give min / max. Vectorized (embedding tables have thousands of
+    rows) and sorted once for all ``qs``; min and max need no sort at all. This runs in every forward pass
+    of the fine-tune, so it is the hot path of compression."""
     rows, keep, count = _rows(w, mask)
-    ordered = torch.sort(torch.where(keep, rows, torch.inf), dim=1).values   # kept values first, ascending
-    pos = q * (count - 1).clamp(min=0).to(torch.float64)
-    lo, hi = pos.floor().long(), pos.ceil().long()
-    low, high = ordered.gather(1, lo[:, None])[:, 0], ordered.gather(1, hi[:, None])[:, 0]
-    value = low + (high - low) * (pos - lo).to(torch.float32)
-    return torch.where(count > 0, value, 0.0)
+    out: list[torch.Tensor | None] = [None] * len(qs)
+    for i, q in enumerate(qs):
+        if q == 0.0:
+            out[i] = torch.where(count > 0, torch.where(keep, rows, torch.inf).amin(1), 0.0)
+        elif q == 1.0:
+            out[i] = torch.where(count > 0, torch.where(keep, rows, -torch.inf).amax(1), 0.0)
+    if any(v is None for v in out):
+        ordered = torch.sort(torch.where(keep, rows, torch.inf), dim=1).values   # kept values first, ascending
+        for i, q in enumerate(qs):
+            if out[i] is not None:
+                continue
+            pos = q * (count - 1).clamp(min=0).to(torch.float64)
+            lo, hi = pos.floor().long(), pos.ceil().long()
+            low, high = ordered.gather(1, lo[:, None])[:, 0], ordered.gather(1, hi[:, None])[:, 0]
+            value = low + (high - low) * (pos - lo).to(torch.float32)
+            out[i] = torch.where(count > 0, value, 0.0)
+    return out
 
 
 def _finish(scheme: str, w: torch.Tensor, bits: int, mask: torch.Tensor, codes: torch.Tensor, **kw) -> Encoded:
@@ -142,6 +156,11 @@ class Quantizer(nn.Module):
 
     scheme: str = ""
     bits: int = 32
+
+    @classmethod
+    def from_config(cls, quant_cfg: Mapping[str, Any], seed: int = 0) -> Quantizer:
+        """The quantizer for the ``compress.quant.*`` keys it reads (none by default)."""
+        return cls()
 
     def encode(self, w: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:  # pragma: no cover
         raise NotImplementedError
@@ -169,6 +188,12 @@ class Float32(Quantizer):
         return w
 
 
+def _check_bits(scheme: str, bits: int) -> None:
+    low, high = QUANT_SCHEMES[scheme].bits
+    if not low <= bits <= high:
+        raise InputError("compress.quant.bits", f"{scheme} needs {low}..{high} bits, got {bits}")
+
+
 class FixedPoint(Quantizer):
     """Signed Qm.n fixed point with a power-of-two step ``2^-n`` shared by the whole tensor."""
 
@@ -176,12 +201,15 @@ class FixedPoint(Quantizer):
 
     def __init__(self, bits: int, rounding: str = "nearest", seed: int = 0) -> None:
         super().__init__()
-        if not 2 <= bits <= 16:
-            raise InputError("compress.quant.bits", f"fixed_point needs 2..16 bits (use scheme=binary for 1), got {bits}")
-        if rounding not in ("nearest", "floor", "stochastic"):
-            raise InputError("compress.quant.rounding", f"must be nearest, floor or stochastic, got {rounding!r}")
+        _check_bits(self.scheme, bits)
+        if rounding not in ROUNDINGS:
+            raise InputError("compress.quant.rounding", f"must be one of {'|'.join(ROUNDINGS)}, got {rounding!r}")
         self.bits, self.rounding = bits, rounding
         self.generator = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def from_config(cls, quant_cfg, seed=0):
+        return cls(int(quant_cfg["bits"]), quant_cfg.get("rounding", "nearest"), seed)
 
     def frac_bits(self, kept: torch.Tensor) -> int:
         peak = float(kept.abs().max()) if kept.numel() else 0.0
@@ -211,22 +239,23 @@ class Uniform(Quantizer):
 
     def __init__(self, bits: int, step_scale: float = 1.0, clip: float = 1.0, learn_step: bool = False) -> None:
         super().__init__()
-        if not 1 <= bits <= 16:
-            raise InputError("compress.quant.bits", f"uniform needs 1..16 bits, got {bits}")
-        if not 0.5 < clip <= 1.0:
-            raise InputError("compress.quant.clip", f"must be in (0.5, 1], got {clip}")
+        _check_bits(self.scheme, bits)
+        if not CLIP_RANGE[0] < clip <= CLIP_RANGE[1]:
+            raise InputError("compress.quant.clip", f"must be in ({CLIP_RANGE[0]:g}, {CLIP_RANGE[1]:g}], got {clip}")
         if step_scale <= 0:
             raise InputError("compress.quant.step_scale", f"must be > 0, got {step_scale}")
         self.bits, self.step_scale, self.clip, self.learn_step = bits, step_scale, clip, learn_step
         self.step: nn.Parameter | None = None      # LSQ: created on the first fake() call
 
+    @classmethod
+    def from_config(cls, quant_cfg, seed=0):
+        return cls(int(quant_cfg["bits"]), float(quant_cfg.get("step_scale", 1.0)),
+                   float(quant_cfg.get("clip", 1.0)), bool(quant_cfg.get("learn_step", False)))
+
     def grid(self, w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel (offset, step) of the 2^b-level grid."""
         levels = 2 ** self.bits - 1
-        if self.clip < 1.0:
-            lo, hi = _channel_quantile(w, mask, 1 - self.clip), _channel_quantile(w, mask, self.clip)
-        else:
-            lo, hi = _channel_quantile(w, mask, 0.0), _channel_quantile(w, mask, 1.0)
+        lo, hi = _channel_quantiles(w, mask, (1 - self.clip, self.clip) if self.clip < 1.0 else (0.0, 1.0))
         step = torch.clamp((hi - lo) / levels * self.step_scale, min=1e-8)
         if self.step is not None:                          # the learned step replaces the derived one
             step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32)
@@ -250,7 +279,19 @@ class Uniform(Quantizer):
 
     def fake(self, w, mask=None):
         if not self.learn_step:
-            return super().fake(w, mask)
+            # decode(encode(w)) computed densely, without building an Encoded (the fine-tune's hot path):
+            # the same float32 operations per weight, so the values are identical
+            with torch.no_grad():
+                m = _flat_mask(w, mask).reshape(w.shape)
+                wd = w.detach().cpu().to(torch.float32)
+                offset, step = self.grid(wd, m)
+                shape = (-1,) + (1,) * (w.dim() - 1)
+                # materialized per weight, as encode/decode gather them (broadcast kernels may round differently)
+                offset = offset.view(shape).expand_as(wd).contiguous()
+                step = step.view(shape).expand_as(wd).contiguous()
+                codes = torch.clamp(torch.round((wd - offset) / step), 0, 2 ** self.bits - 1)
+                q = torch.where(m, offset + codes * step, 0.0).to(w.device)
+            return w + (q - w).detach()
         m = _flat_mask(w, mask).reshape(w.shape)
         self.prepare(w, mask)
         offset, _ = self.grid(w.detach().cpu(), m)
@@ -280,9 +321,13 @@ class Ternary(Quantizer):
 
     def __init__(self, threshold: float = 0.7) -> None:
         super().__init__()
-        if not 0 < threshold <= 2:
-            raise InputError("compress.quant.threshold", f"must be in (0, 2], got {threshold}")
+        if not 0 < threshold <= THRESHOLD_MAX:
+            raise InputError("compress.quant.threshold", f"must be in (0, {THRESHOLD_MAX:g}], got {threshold}")
         self.threshold = threshold
+
+    @classmethod
+    def from_config(cls, quant_cfg, seed=0):
+        return cls(float(quant_cfg.get("threshold", 0.7)))
 
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
@@ -295,22 +340,21 @@ class Ternary(Quantizer):
         return _finish("ternary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
 
 
-SCHEMES = ("none", "fixed_point", "uniform", "binary", "ternary")
+#: ``compress.quant.scheme`` -> its quantizer class (``none`` is :class:`Float32`); the names, bit ranges and
+#: limits are declared in :mod:`trainers.options`
+QUANTIZERS: dict[str, type[Quantizer]] = {
+    "none": Float32, "fixed_point": FixedPoint, "uniform": Uniform, "binary": Binary, "ternary": Ternary,
+}
+assert set(QUANTIZERS) == set(QUANT_SCHEMES), "trainers/options.py and QUANTIZERS list other schemes"
+SCHEMES = tuple(QUANT_SCHEMES)
 
 
 def make_quantizer(quant_cfg: Mapping[str, Any], seed: int = 0) -> Quantizer:
     """The quantizer for ``compress.quant.*`` (``scheme=none`` or ``bits=32`` gives :class:`Float32`)."""
     scheme = quant_cfg.get("scheme", "none")
-    bits = int(quant_cfg.get("bits", 32))
-    if scheme == "none" or (scheme in ("fixed_point", "uniform") and bits == 32):
+    if scheme not in QUANTIZERS:
+        raise InputError("compress.quant.scheme", f"must be one of {'|'.join(SCHEMES)}, got {scheme!r}")
+    bits = int(quant_cfg.get("bits", BITS_OFF))
+    if QUANT_SCHEMES[scheme].bits is not None and bits == BITS_OFF:
         return Float32()
-    if scheme == "fixed_point":
-        return FixedPoint(bits, quant_cfg.get("rounding", "nearest"), seed)
-    if scheme == "uniform":
-        return Uniform(bits, float(quant_cfg.get("step_scale", 1.0)), float(quant_cfg.get("clip", 1.0)),
-                       bool(quant_cfg.get("learn_step", False)))
-    if scheme == "binary":
-        return Binary()
-    if scheme == "ternary":
-        return Ternary(float(quant_cfg.get("threshold", 0.7)))
-    raise InputError("compress.quant.scheme", f"must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    return QUANTIZERS[scheme].from_config({**quant_cfg, "bits": bits}, seed)

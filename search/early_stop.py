@@ -1,0 +1,101 @@
+"""Multi-objective early stopping across CV folds: stop a trial that the study's results already beat.
+
+Optuna's pruners take one objective (``trial.report`` / ``should_prune`` refuse multi-objective studies),
+so squeeze decides itself, after every fold but the last:
+
+    the trial is stopped when some finished trial (or the constant predictor) is at least as small, at most
+    ``latency_tolerance`` slower, and more accurate **on the same folds** by more than
+    ``margin + spread``,
+
+where ``spread`` is the fold-to-fold spread of accuracy: the larger of the trial's own spread so far and
+the typical ``accuracy_std`` of the study's finished trials. Comparing on the same folds removes the
+difference in difficulty between folds; the margin and the spread keep a trial that is only unlucky on
+its first fold. A trial that is smaller than everything finished is never stopped this way (it may be on
+the front however inaccurate) unless its accuracy is within ``margin`` of predicting the most frequent
+class, which a model of zero bytes does.
+
+Everything here is a pure function of numbers (no Optuna, no MLflow), tested directly.
+
+Example:
+    >>> front = [Finished(accuracy_by_fold=[0.95, 0.96], size_bytes=1000, latency_ms=0.05)]
+    >>> candidate = Running(accuracy_by_fold=[0.60], size_bytes=5000, latency_ms=0.05)
+    >>> should_stop(candidate, front, margin=0.01, study_spread=0.01)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Finished", "Running", "clearly_dominated", "should_stop", "LATENCY_TOLERANCE"]
+
+#: a finished trial may be this much slower (relative) and still count as "no slower": latency at batch 1
+#: moves by several percent between repeated measurements of the same file
+LATENCY_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished (COMPLETE, feasible) trial as the rule sees it."""
+    accuracy_by_fold: Sequence[float]
+    size_bytes: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class Running:
+    """The folds a running trial has finished so far (means of size and latency over them)."""
+    accuracy_by_fold: Sequence[float]
+    size_bytes: float
+    latency_ms: float
+
+
+def clearly_dominated(candidate: Sequence[float], others: np.ndarray, maximize: Sequence[bool],
+                      slack: Sequence[float]) -> bool:
+    """Whether some row of ``others`` beats ``candidate`` on every objective by at least ``slack``.
+
+    Row ``f`` beats ``c`` on objective ``i`` when ``s_i * (f_i - c_i) >= slack_i`` with ``s_i = +1`` for a
+    maximized and ``-1`` for a minimized objective: a positive slack asks for a clear improvement, zero for
+    "at least as good", a negative one tolerates being that much worse.
+    """
+    rows = np.asarray(others, dtype=float).reshape(-1, len(candidate))
+    if rows.size == 0:
+        return False
+    sign = np.where(np.asarray(maximize, dtype=bool), 1.0, -1.0)
+    gain = sign * (rows - np.asarray(candidate, dtype=float))
+    return bool(np.any(np.all(gain >= np.asarray(slack, dtype=float), axis=1)))
+
+
+def should_stop(candidate: Running, finished: Sequence[Finished], margin: float, study_spread: float,
+                chance_accuracy: float | None = None, latency_tolerance: float = LATENCY_TOLERANCE) -> bool:
+    """The early-stopping rule of the module docstring.
+
+    Args:
+        candidate: the running trial's per-fold accuracies so far and mean size / latency.
+        finished: finished feasible trials, each with its per-fold accuracies (the first ``k`` are compared
+            with the candidate's ``k`` folds; a shorter list compares its mean).
+        margin: ``study.early_stop_margin`` (accuracy, e.g. 0.01 = 1 point).
+        study_spread: the typical fold-to-fold standard deviation of accuracy in this study.
+        chance_accuracy: accuracy of always predicting the most frequent class (a model of size 0), or
+            ``None`` when there is no such baseline (ranking).
+        latency_tolerance: relative latency a finished trial may exceed the candidate's by.
+    """
+    k = len(candidate.accuracy_by_fold)
+    if k == 0:
+        return False
+    acc = float(np.mean(candidate.accuracy_by_fold))
+    own_spread = float(np.std(candidate.accuracy_by_fold)) if k > 1 else 0.0
+    need = float(margin) + max(own_spread, float(study_spread))
+    rows = []
+    for f in finished:
+        folds = list(f.accuracy_by_fold)
+        same_folds = folds[:k] if len(folds) >= k else folds
+        rows.append([float(np.mean(same_folds)), float(f.size_bytes), float(f.latency_ms)])
+    if chance_accuracy is not None and acc <= float(chance_accuracy) + float(margin):
+        return True                  # no better than predicting the most frequent class (a model of 0 bytes)
+    point = [acc, float(candidate.size_bytes), float(candidate.latency_ms)]
+    slack = [need, 0.0, -latency_tolerance * float(candidate.latency_ms)]
+    return clearly_dominated(point, np.asarray(rows), [True, False, False], slack)

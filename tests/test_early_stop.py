@@ -1,0 +1,67 @@
+"""The multi-objective early-stopping rule (search.early_stop), on hand-made fronts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search.early_stop import Finished, Running, clearly_dominated, should_stop
+
+
+def test_clearly_dominated_needs_every_objective_beaten_by_its_slack() -> None:
+    others = np.array([[0.95, 1000.0, 0.05]])
+    maximize = [True, False, False]
+    assert clearly_dominated([0.90, 2000.0, 0.05], others, maximize, [0.02, 0.0, 0.0])
+    assert not clearly_dominated([0.94, 2000.0, 0.05], others, maximize, [0.02, 0.0, 0.0])   # within the margin
+    assert not clearly_dominated([0.90, 999.0, 0.05], others, maximize, [0.02, 0.0, 0.0])    # smaller
+    assert not clearly_dominated([0.90, 2000.0, 0.04], others, maximize, [0.02, 0.0, 0.0])   # faster
+    # a negative slack tolerates being that much worse: 0.05 ms is within 0.02 ms of 0.04 ms
+    assert clearly_dominated([0.90, 2000.0, 0.04], others, maximize, [0.02, 0.0, -0.02])
+
+
+def test_clearly_dominated_with_no_others_is_false() -> None:
+    assert not clearly_dominated([0.5, 1.0, 1.0], np.empty((0, 3)), [True, False, False], [0, 0, 0])
+
+
+def test_hopeless_larger_trial_is_stopped() -> None:
+    front = [Finished([0.95, 0.96, 0.97], size_bytes=1000, latency_ms=0.05)]
+    assert should_stop(Running([0.60], 5000, 0.05), front, margin=0.01, study_spread=0.01)
+
+
+def test_trial_within_margin_plus_spread_goes_on() -> None:
+    front = [Finished([0.95, 0.96], size_bytes=1000, latency_ms=0.05)]
+    # 0.95 - 0.93 = 0.02 < margin 0.01 + spread 0.015
+    assert not should_stop(Running([0.93], 5000, 0.05), front, margin=0.01, study_spread=0.015)
+    # the trial's own spread counts too: folds 0.99 and 0.87 (std 0.06) keep it going
+    front2 = [Finished([0.99, 0.99, 0.99], size_bytes=1000, latency_ms=0.05)]
+    assert not should_stop(Running([0.99, 0.87], 5000, 0.05), front2, margin=0.01, study_spread=0.0)
+
+
+def test_comparison_is_on_the_same_folds() -> None:
+    # the finished trial was bad on fold 0 and good later: on fold 0 alone it is no better than the candidate
+    front = [Finished([0.80, 0.99, 0.99], size_bytes=1000, latency_ms=0.05)]
+    assert not should_stop(Running([0.80], 5000, 0.05), front, margin=0.01, study_spread=0.0)
+    assert should_stop(Running([0.80, 0.80], 5000, 0.05), front, margin=0.01, study_spread=0.0)
+
+
+def test_smallest_trial_is_never_stopped_by_accuracy_alone() -> None:
+    front = [Finished([0.99], size_bytes=1000, latency_ms=0.05)]
+    assert not should_stop(Running([0.30], 500, 0.05), front, margin=0.01, study_spread=0.0)
+
+
+def test_a_trial_no_better_than_the_constant_predictor_is_stopped_whatever_its_size() -> None:
+    front = [Finished([0.99], size_bytes=1000, latency_ms=0.05)]
+    assert should_stop(Running([0.10], 500, 0.05), front, margin=0.01, study_spread=0.0, chance_accuracy=0.11)
+    assert not should_stop(Running([0.30], 500, 0.05), front, margin=0.01, study_spread=0.0, chance_accuracy=0.11)
+
+
+@pytest.mark.parametrize("front_latency, stopped", [(0.054, True), (0.06, False)])
+def test_latency_noise_within_the_tolerance_does_not_protect_a_trial(front_latency, stopped) -> None:
+    front = [Finished([0.99], size_bytes=1000, latency_ms=front_latency)]
+    assert should_stop(Running([0.5], 5000, 0.05), front, margin=0.01, study_spread=0.0,
+                       latency_tolerance=0.1) is stopped
+
+
+def test_no_finished_trials_and_no_baseline_never_stops() -> None:
+    assert not should_stop(Running([0.0], 5000, 0.05), [], margin=0.0, study_spread=0.0)
+    assert not should_stop(Running([], 5000, 0.05), [Finished([1.0], 1, 0.01)], margin=0.0, study_spread=0.0)
