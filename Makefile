@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install sweep test test-fast lint bench mlflow-ui clean
+.PHONY: help install sweep test test-fast lint bench mlflow-ui dashboard clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,8 +37,16 @@ bench: $(STAMP)  ## write benchmarks/results/*.json and docs/results.md (~20 min
 	PYTHONPATH=. $(PY) benchmarks/recommender.py --out benchmarks/results/recommender.json
 	$(PY) benchmarks/render.py
 
-mlflow-ui: $(STAMP)  ## browse the default MLflow store on http://127.0.0.1:5000
+mlflow-ui: $(STAMP)  ## browse the default MLflow store on http://127.0.0.1:5000 (README "Compare in the MLflow UI")
+	@echo "experiments: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+STORAGE ?= sqlite:///mlruns/optuna.db
+dashboard: $(STAMP)  ## the Optuna studies in optuna-dashboard on http://127.0.0.1:8080 (STORAGE=<url> for another)
+	@case "$(STORAGE)" in sqlite:///*) test -s "$(patsubst sqlite:///%,%,$(STORAGE))" || \
+	  { echo "no Optuna storage at $(patsubst sqlite:///%,%,$(STORAGE)): run make sweep first, or STORAGE=<url>"; exit 2; };; esac
+	@test -x $(VENV)/bin/optuna-dashboard || $(PY) -m pip install --quiet -e '.[dashboard]'
+	$(VENV)/bin/optuna-dashboard $(STORAGE) --host 127.0.0.1 --port 8080
 
 clean:  ## remove the local stores (mlruns/*) and caches, keep .venv
 	rm -rf mlruns/*.db mlruns/*.journal mlruns/artifacts .pytest_cache

@@ -11,6 +11,11 @@ and the table shows mean and standard deviation.
 
     PYTHONPATH=. python benchmarks/recommender.py --out benchmarks/results/recommender.json
     PYTHONPATH=. python benchmarks/recommender.py --out /tmp/quick.json --quick    # a tiny smoke run
+    PYTHONPATH=. python benchmarks/recommender.py --methods fp32 fp32-no-user-features \
+        --out benchmarks/results/recommender_user_features.json      # user profiles: with / without
+
+The model reads the users' profiles (age band, interests: ``model.user_features=true``, the default);
+``fp32-no-user-features`` is the same fp32 model without them.
 
 Base config: conf/sweep.yaml with conf/data/ecommerce.yaml and conf/model/seqrec.yaml (what
 ``python -m search.sweep data=ecommerce model=seqrec`` composes); each setting deep-merges its overrides.
@@ -43,6 +48,7 @@ FT = 5  # fine-tune epochs of every compressed setting (conf/sweep.yaml's defaul
 # (method, overrides deep-merged into the base config). The fp32 reference comes first.
 SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("fp32", {"compress": {"finetune_epochs": 0}}),
+    ("fp32-no-user-features", {"model": {"user_features": False}, "compress": {"finetune_epochs": 0}}),
     ("fp32+finetune", {"compress": {"finetune_epochs": FT}}),     # trained as long as the compressed models
     *[("uniform", {"compress": {"quant": {"scheme": "uniform", "bits": b}}}) for b in (8, 4, 3, 2)],
     *[("fixed_point", {"compress": {"quant": {"scheme": "fixed_point", "bits": b}}}) for b in (8, 4)],
@@ -78,7 +84,7 @@ def size_breakdown(path: Path) -> dict[str, float]:
     """Share of the model's parameters in the item table, the other embeddings and the transformer."""
     net = artifact.load(path).net
     counts = {"item_table": net.item_emb.weight.numel(),
-              "other_embeddings": sum(m.weight.numel() for m in [*net.side_emb, net.pos_emb]),
+              "other_embeddings": sum(m.weight.numel() for m in [*net.side_emb, *net.user_emb, net.pos_emb]),
               "transformer": sum(p.numel() for p in net.blocks.parameters()) + sum(p.numel() for p in net.ln.parameters())}
     total = sum(counts.values())
     return {"parameters": total, **{f"{k}_share": v / total for k, v in counts.items()}}
@@ -89,12 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds per setting")
     parser.add_argument("--quick", action="store_true", help="tiny data and 2 epochs (smoke test)")
+    parser.add_argument("--methods", nargs="+", choices=[m for m, _ in SETTINGS], default=None,
+                        help="run only these settings (the first is the reference of the ratios)")
+    parser.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override data.* keys of the shop, e.g. interest_mix=0.5 max_events=8")
     args = parser.parse_args(argv)
+    settings = [s for s in SETTINGS if args.methods is None or s[0] in args.methods]
     torch.set_num_threads(1)
 
     base = base_config("ecommerce", "seqrec")
     if args.quick:
         base = deep_merge(base, QUICK)
+    for item in args.data:
+        key, _, value = item.partition("=")
+        base["data"][key] = json.loads(value)
     ds = load_dataset(base["data"])
     dev, test, _ = split_dataset(ds, None, 2, seed=0)
     X_dev, y_dev, X_test, y_test = ds.X[dev], ds.y[dev], ds.X[test], ds.y[test]
@@ -105,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="squeeze-rec-bench-") as tmp:
-        for method, overrides in SETTINGS:
+        for method, overrides in settings:
             cfg = deep_merge(base, overrides)
             cfg["n_classes"] = ds.n_classes
             for seed in args.seeds:

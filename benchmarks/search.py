@@ -1,6 +1,10 @@
 """Fixed-budget studies on digits with TPE and with random sampling (same seeds), compared.
 
     PYTHONPATH=. python benchmarks/search.py --out benchmarks/results/search.json [--trials 30] [--seeds 0]
+    PYTHONPATH=. python benchmarks/search.py --out benchmarks/results/search_wallclock.json --wallclock 60
+
+``--wallclock SECONDS`` runs the wall-clock comparison of issue "the search must beat the expert recipe"
+instead (see :func:`wallclock`).
 
 For each (sampler, seed) it runs ``python -m search.sweep``'s own ``main`` (real storage, real MLflow, real
 training) into a temporary folder and records, from the study:
@@ -27,21 +31,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_study(sampler: str, seed: int, trials: int, folds: int, workdir: Path, extra: list[str]) -> dict:
+def run_study(label: str, seed: int, trials: int, folds: int, workdir: Path, extra: list[str]) -> dict:
+    """``search.sweep.main`` on a fresh store in ``workdir``; ``label`` names the study (a sampler name
+    for the fixed-budget comparison, a mode for the wall-clock one); later overrides in ``extra`` win."""
     import optuna
 
     from search import names
     from search.report import collect
     from search.sweep import main
 
-    name = f"bench-{sampler}-{seed}"
+    name = f"bench-{label}-{seed}"
     storage = f"sqlite:///{workdir}/optuna.db"
-    args = [f"study.name={name}", f"study.sampler={sampler}", f"study.seed={seed}", f"seed={seed}",
+    args = [f"study.name={name}", f"study.seed={seed}", f"seed={seed}",
             f"study.n_trials={trials}", f"cv.folds={folds}", f"study.storage={storage}",
             f"mlflow.tracking_uri=sqlite:///{workdir}/mlflow.db", f"mlflow.artifact_location={workdir}/art",
             "study.max_failure_rate=1.0", *extra]
     start = time.perf_counter()
     code = main(args)
+    optuna.load_study(study_name=name, storage=storage).set_user_attr("bench_argv", json.dumps(args))
     wall = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"study {name} exited with {code}")
@@ -53,7 +60,7 @@ def run_study(sampler: str, seed: int, trials: int, folds: int, workdir: Path, e
     for r in rows:  # trial_seconds is logged after tell(), so it lives in MLflow only
         if r.run_id:
             r.metrics.setdefault(names.TRIAL_SECONDS, client.get_run(r.run_id).data.metrics.get(names.TRIAL_SECONDS, 0.0))
-    return {"sampler": sampler, "seed": seed, "name": name, "wall_seconds": wall,
+    return {"sampler": label, "seed": seed, "name": name, "wall_seconds": wall,
             "reference": dict(study.user_attrs["reference"]), "rows": rows}
 
 
@@ -84,6 +91,176 @@ def summarize(study: dict, reference: dict, folds: int) -> dict:
     }
 
 
+# --- the wall-clock comparison ---------------------------------------------------------------------------
+
+#: the four ways to spend the same wall-clock budget; each maps to sweep overrides (and a space filter)
+MODES = {
+    "recipes": ["study.seed_recipes=[int8,deep_compression,twn,neurons_lowbit,sparse_int8,aggressive]",
+                "study.n_trials=6", "study.early_stop=false", "study.timeout=null"],   # all six, however long
+    "random": ["study.sampler=random", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false"],
+    "tpe_before": ["study.sampler=tpe", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false"],
+    "default": [],
+}
+#: keys the space samples only since the fine-tune budget became searchable; "tpe_before" leaves them out,
+#: as the space was before (the fine-tune then is the config's: 5 epochs at train.lr)
+NEW_SPACE_KEYS = ("compress.finetune_epochs", "compress.finetune_lr")
+
+
+def synthetic_csv(path: Path, seed: int) -> Path:
+    """A 6-class tabular problem that no one tuned on: 1,800 rows, 30 features (12 informative), made with
+    scikit-learn at benchmark time (not a file in the repository)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=1800, n_features=30, n_informative=12, n_redundant=6, n_classes=6,
+                               n_clusters_per_class=2, class_sep=1.2, flip_y=0.01, random_state=1000 + seed)
+    frame = pd.DataFrame(X.astype(np.float32), columns=[f"f{i}" for i in range(X.shape[1])])
+    frame["label"] = y
+    frame.to_csv(path, index=False)
+    return path
+
+
+def dataset_overrides(name: str, workdir: Path) -> list[str]:
+    if name == "synthetic":
+        return ["data=csv", f"data.path={synthetic_csv(workdir / 'synthetic.csv', 0)}", "data.target=label"]
+    return [f"data={name}"]
+
+
+def _without_new_keys(parse_space):
+    def parse(space_cfg):
+        return [p for p in parse_space(space_cfg) if p.key not in NEW_SPACE_KEYS]
+    return parse
+
+
+def wallclock_study(mode: str, dataset: str, space: str, seed: int, budget: float, folds: int, workdir: Path,
+                    extra: list[str]) -> dict:
+    """One study of ``mode`` with ``budget`` seconds of wall-clock (``study.timeout``, counted from the
+    command's start, fp32 references included)."""
+    import search.space
+    import search.sweep
+
+    overrides = [*dataset_overrides(dataset, workdir), f"space={space}", f"study.timeout={budget}",
+                 *MODES[mode], *extra]
+    if space == "compress_only":
+        overrides += ["model.hidden=[300,100]", "model.width=1.0"]
+    original = search.space.parse_space
+    if mode == "tpe_before":
+        search.space.parse_space = search.sweep.parse_space = _without_new_keys(original)
+    try:
+        study = run_study(mode, seed, 10000, folds, workdir, overrides)
+    finally:
+        search.space.parse_space = original
+    study.update(mode=mode, dataset=dataset, space=space)
+    return study
+
+
+def full_cv_of_pruned(study_name: str, workdir: Path, rows, objectives) -> int:
+    """How many PRUNED trials would have been on the final front had they run every fold (the rule's
+    wrong prunes): each pruned trial's config is re-run on all folds and added to the finished trials."""
+    import numpy as np
+    import optuna
+    from omegaconf import OmegaConf
+
+    from search import names
+    from search.objective import evaluate_config
+    from search.pareto import non_dominated_mask
+    from search.sweep import prepare
+
+    pruned = [r for r in rows if r.state == "PRUNED"]
+    if not pruned:
+        return 0
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{workdir}/optuna.db")
+    argv = json.loads(study.user_attrs.get("bench_argv", "[]"))
+    setup, _ = prepare(argv)
+    done = np.array([[r.values[o] for o in objectives] for r in rows if r.state == "COMPLETE" and r.values])
+    directions = [names.OBJECTIVE_DIRECTIONS[o] for o in objectives]
+    wrong = 0
+    from search.space import apply_values
+
+    for r in pruned:
+        trial = study.trials[r.number]
+        cfg = OmegaConf.to_container(apply_values(setup.cfg, {p.key: p.decode(trial.params[p.key])
+                                                              for p in setup.params if p.key in trial.params}),
+                                     resolve=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            ev = evaluate_config(cfg, setup.dataset.X[setup.dev_idx], setup.dataset.y[setup.dev_idx], setup.folds,
+                                 tmp, meta={"classes": setup.dataset.classes}, cache=setup.base_cache)
+        point = np.array([[ev.metrics[o] for o in objectives]])
+        both = np.vstack([done, point]) if len(done) else point
+        wrong += int(non_dominated_mask(both, directions)[-1])
+    return wrong
+
+
+def wallclock(args, extra: list[str]) -> None:
+    """(a) the seed recipes only, (b) random search, (c) TPE as before (no cache, no recipes, no early stop,
+    fine-tune not searched), (d) the new default; the same wall-clock budget for (b)-(d), every dataset
+    and seed; modes interleaved so that machine load hits them alike."""
+    from search import names
+    from search.report import hypervolume_of
+
+    objectives = [names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS]
+    results = []
+    for space in args.spaces:
+        for dataset in args.datasets:
+            reference = None
+            for seed in args.seeds:
+                for mode in args.modes:
+                    with tempfile.TemporaryDirectory(prefix="squeeze-wall-") as tmp:
+                        study = wallclock_study(mode, dataset, space, seed, args.wallclock, args.folds, Path(tmp),
+                                                extra)
+                        reference = reference or {k: study["reference"][k] for k in objectives}
+                        row = summarize(study, reference, args.folds)
+                        rows = study["rows"]
+                        minutes = study["wall_seconds"] / 60
+                        row.update(mode=mode, dataset=dataset, space=space,
+                                   n_pruned=sum(r.state == "PRUNED" for r in rows),
+                                   trials_per_minute=sum(r.state in ("COMPLETE", "PRUNED") for r in rows) / minutes,
+                                   hypervolume=hypervolume_of(rows, objectives, reference),
+                                   wrong_prunes=full_cv_of_pruned(study["name"], Path(tmp), rows, objectives)
+                                   if args.check_prunes else None)
+                        results.append(row)
+                        print(f"{space:>13} {dataset:>13} seed {seed} {mode:>10}: ratio@0.5pt "
+                              f"{row['best_ratio_at_0.5pt']}, HV {row['hypervolume']:.4f}, "
+                              f"{row['n_complete']} complete {row['n_pruned']} pruned, "
+                              f"{row['trials_per_minute']:.1f}/min, wrong prunes {row['wrong_prunes']}", flush=True)
+    out = {"benchmark": "search_wallclock", "budget_seconds": args.wallclock, "folds": args.folds,
+           "seeds": args.seeds, "overrides": extra, "studies": results, "summary": wallclock_summary(results)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    print(json.dumps(out["summary"], indent=2))
+
+
+def wallclock_summary(results: list[dict]) -> dict:
+    """Means over seeds per (space, dataset, mode), and the done-means ratios."""
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    summary: dict = {}
+    keys = sorted({(r["space"], r["dataset"]) for r in results})
+    for space, dataset in keys:
+        group = {m: [r for r in results if (r["space"], r["dataset"], r["mode"]) == (space, dataset, m)]
+                 for m in MODES}
+        cell = {}
+        for mode, rs in group.items():
+            if rs:
+                cell[mode] = {
+                    "best_ratio_at_0.5pt": mean([r["best_ratio_at_0.5pt"] or 0.0 for r in rs]),
+                    "best_speedup_at_1pt": mean([r["best_speedup_at_1pt"] or 0.0 for r in rs]),
+                    "hypervolume": mean([r["hypervolume"] for r in rs]),
+                    "trials_per_minute": mean([r["trials_per_minute"] for r in rs]),
+                    "wrong_prunes": sum(r["wrong_prunes"] or 0 for r in rs),
+                }
+        if "default" in cell and "recipes" in cell and cell["recipes"]["best_ratio_at_0.5pt"]:
+            cell["default_over_recipes_ratio"] = (cell["default"]["best_ratio_at_0.5pt"]
+                                                  / cell["recipes"]["best_ratio_at_0.5pt"])
+        if "default" in cell and "random" in cell and cell["random"]["hypervolume"]:
+            cell["default_over_random_hypervolume"] = cell["default"]["hypervolume"] / cell["random"]["hypervolume"]
+        if "default" in cell and "tpe_before" in cell and cell["tpe_before"]["trials_per_minute"]:
+            cell["default_over_before_trials_per_minute"] = (cell["default"]["trials_per_minute"]
+                                                             / cell["tpe_before"]["trials_per_minute"])
+        summary[f"{space}/{dataset}"] = cell
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
@@ -92,19 +269,28 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--samplers", nargs="+", default=["tpe", "random"])
     parser.add_argument("--quick", action="store_true", help="tiny budget, to check the script runs")
+    parser.add_argument("--wallclock", type=float, default=None, help="seconds per study: the wall-clock comparison")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--datasets", nargs="+", default=["digits", "breast_cancer", "synthetic"])
+    parser.add_argument("--spaces", nargs="+", default=["compress_only", "joint"])
+    parser.add_argument("--check-prunes", action="store_true", help="re-run pruned trials on every fold")
     parser.add_argument("overrides", nargs="*", help="extra sweep overrides, e.g. space=compress_only")
     args = parser.parse_args()
     extra = list(args.overrides)
     if args.quick:
         args.trials, args.folds = 4, 2
         extra += ["train.epochs=3", "compress.finetune_epochs=1", "latency.repeats=10"]
+    if args.wallclock:
+        wallclock(args, extra)
+        return
     from search import names
 
     results, reference = [], None
     with tempfile.TemporaryDirectory(prefix="squeeze-bench-") as tmp:
         for seed in args.seeds:
             for sampler in args.samplers:
-                study = run_study(sampler, seed, args.trials, args.folds, Path(tmp), extra)
+                study = run_study(sampler, seed, args.trials, args.folds, Path(tmp),
+                                  [f"study.sampler={sampler}", *extra])
                 reference = reference or {k: study["reference"][k] for k in (names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS)}
                 results.append(summarize(study, reference, args.folds))
     by = {s: [r for r in results if r["sampler"] == s] for s in args.samplers}

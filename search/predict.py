@@ -12,6 +12,15 @@ The file's ``meta`` (written by the final fit, see :mod:`search.reproduce`) says
   ``int8_dynamic``); predictions use the same one, so they are the predictions of the model whose test
   accuracy was reported.
 
+Recommenders (``seqrec`` artifacts): ``data=interactions data.path=events.csv top_k=10`` reads an event log
+(any format :mod:`trainers.data._interactions` reads; ``data.format``, ``data.user_col``, ``data.item_col``,
+``data.time_col`` as in training, optional ``data.user_features=users.csv``) and writes, for every user of
+the file, the ``top_k`` items the user has not interacted with, best first, as original item ids: a CSV with
+columns ``user``, ``rank`` (1 = best), ``item``. Each user's most recent events become the model's input row
+with the ids the training data used (the meta's ``classes``, ``feature_names`` and ``sequence`` tables; see
+:func:`trainers.data._interactions.serving_rows`); the order is :func:`trainers.ranking.top_items`', the
+same order the ranking metrics rank items in. Items that are not in the catalog are skipped.
+
 The helpers here are shared with the MLflow pyfunc (:mod:`search.pyfunc`).
 """
 
@@ -27,11 +36,14 @@ import numpy as np
 
 from trainers.errors import InputError
 
-__all__ = ["input_shape", "features_from_frame", "runtime_model", "predict_ids", "labels_of", "main"]
+__all__ = ["input_shape", "features_from_frame", "runtime_model", "predict_ids", "labels_of", "is_recommender",
+           "recommend", "main"]
 
 USAGE = """\
 usage: python -m search.predict model=<file.sqz> data=<source> [data.path=<file>] [data.target=<col>]
                                 [out=<preds.csv>]
+       python -m search.predict model=<seqrec.sqz> data=interactions data.path=<events> [top_k=10]
+                                [out=<top.csv>]
 
 Predicted class labels from a squeeze artifact (python -m search.export writes one).
 
@@ -41,6 +53,15 @@ Predicted class labels from a squeeze artifact (python -m search.export writes o
   data=digits | breast_cancer     a built-in dataset (all rows)
   data.target=<col>               drop this column of the CSV first (only needed for models without names)
   out=preds.csv                   write a CSV with one column `prediction`; default: one label per line
+                                  on stdout
+
+Recommenders (model=seqrec):
+  data=interactions data.path=events.csv
+                                  an event log (MovieLens u.data / ratings.dat, or a CSV with a header;
+                                  data.format, data.user_col, data.item_col, data.time_col as in training)
+  data.user_features=users.csv    the users' profile columns, when the model was trained with them
+  top_k=10                        items per user, never one the user already interacted with
+  out=top.csv                     CSV columns user,rank,item (original item ids); default: the same CSV
                                   on stdout
 
 exit codes: 0 done, 2 bad input (the message names the key or file)
@@ -140,16 +161,26 @@ def labels_of(ids: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
 
 # --- the command ---------------------------------------------------------------------------------------
 
-KEYS = ("model", "data", "data.path", "data.target", "out")
+KEYS = ("model", "data", "data.path", "data.target", "out", "top_k", "data.format", "data.user_col",
+        "data.item_col", "data.time_col", "data.user_features")
+#: data keys of a recommender's event log (their defaults: conf/data/interactions.yaml)
+LOG_KEYS = ("format", "user_col", "item_col", "time_col", "user_features")
+DEFAULT_TOP_K = 10
 
 
 def _args(argv: list[str]) -> dict[str, str]:
     from search.config import parse_key_values
 
-    args = parse_key_values(argv, KEYS)
+    args = parse_key_values(argv, KEYS, {"top_k": int, "data.time_col": str | None})
+    if args.get("top_k") is not None and args["top_k"] < 1:
+        raise InputError("top_k", f"must be an integer >= 1, got {args['top_k']}")
     for key in ("model", "data"):
         if not args.get(key):
             raise InputError(key, f"is required: {key}=<{'file.sqz' if key == 'model' else 'csv|npz|digits|breast_cancer'}>")
+    if args.get("out"):  # before the model is loaded and run
+        from search.preflight import check_output_path
+
+        check_output_path("out", args["out"])
     return args
 
 
@@ -191,6 +222,94 @@ def _read_input(args: Mapping[str, str], meta: Mapping[str, Any], shape: list[in
                              f"got {source!r}")
 
 
+# --- recommenders -------------------------------------------------------------------------------------
+
+def is_recommender(model: Any) -> bool:
+    """Whether the artifact's network ranks items (``seqrec``) rather than classifying rows."""
+    return getattr(model, "net", None) is not None and model.net.spec().get("type") == "seqrec"
+
+
+def recommend(model: Any, log: Any, k: int = DEFAULT_TOP_K, users_frame: Any = None, user_col: str = "user",
+              source: str = "data.path") -> Any:
+    """The top-``k`` items for every user of an event ``log`` (columns ``user``, ``item``, ``time``): a
+    DataFrame with columns ``user``, ``rank`` (1 = best), ``item`` (original ids); see the module docstring.
+
+    Raises:
+        InputError: an artifact without the meta a recommender needs, or a log without events.
+    """
+    import pandas as pd
+    import torch
+
+    from trainers.data._interactions import serving_rows
+    from trainers.ranking import top_items
+
+    meta = dict(model.meta or {})
+    shape = input_shape(model)
+    names = meta.get("feature_names") or (["item"] if shape[0] == 1 else None)
+    serving = meta.get("sequence") or ({} if shape[0] == 1 else None)
+    if not meta.get("classes") or names is None or serving is None:
+        raise InputError("model", "this recommender artifact has no item ids or feature tables in its meta (a fold "
+                                  "file of a study?): ship one with python -m search.export run_id=<trial run id>")
+    if len(log) == 0:
+        raise InputError(source, "has no events")
+    users, X, seen = serving_rows(log, meta["classes"], names, serving, int(shape[1]), users_frame, user_col)
+    served = runtime_model(model, meta.get("runtime"), X[:1])
+    tops = []
+    with torch.inference_mode():
+        for i in range(0, len(X), BATCH):
+            scores = served(torch.from_numpy(np.ascontiguousarray(X[i:i + BATCH])))
+            tops.append(top_items(scores, torch.from_numpy(seen[i:i + BATCH]), k).numpy())
+    top = np.concatenate(tops) if tops else np.zeros((0, k), dtype=np.int64)
+    rows, ranks = np.nonzero(top)                                     # 0 = fewer candidates than k
+    return pd.DataFrame({"user": np.asarray(users, dtype=object)[rows], "rank": ranks + 1,
+                         "item": np.asarray(meta["classes"], dtype=object)[top[rows, ranks]]})
+
+
+def log_config(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The event-log keys of conf/data/interactions.yaml, overridden by ``data.<key>=`` arguments."""
+    from omegaconf import OmegaConf
+
+    from search.config import CONF_DIR
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "interactions.yaml"))
+    out = {key: cfg.get(key) for key in LOG_KEYS}
+    out.update({key: args[f"data.{key}"] for key in LOG_KEYS if f"data.{key}" in args})
+    return out
+
+
+def recommend_from_args(model: Any, args: Mapping[str, Any]) -> Any:
+    """:func:`recommend` for the command's ``data=interactions data.path=...`` arguments."""
+    import pandas as pd
+
+    from trainers.data._interactions import read_log
+
+    if args["data"] != "interactions":
+        raise InputError("data", f"a recommender reads an event log: give data=interactions data.path=<events>, "
+                                 f"got data={args['data']}")
+    path = args.get("data.path")
+    if not path:
+        raise InputError("data.path", "is required for data=interactions, e.g. data.path=events.csv")
+    cfg = log_config(args)
+    users_frame = None
+    if cfg.get("user_features"):
+        from trainers.data._files import existing_file
+
+        users_frame = pd.read_csv(existing_file(str(cfg["user_features"])), dtype=str)
+    log = read_log(path, cfg)
+    return recommend(model, log, args.get("top_k") or DEFAULT_TOP_K, users_frame,
+                     str(cfg.get("user_col") or "user"), path)
+
+
+def _write_top(args: Mapping[str, Any], top: Any) -> int:
+    if args.get("out"):
+        Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
+        top.to_csv(args["out"], index=False)
+        print(f"wrote {len(top)} recommendations for {top['user'].nunique()} users to {args['out']}", file=sys.stderr)
+    else:
+        top.to_csv(sys.stdout, index=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -202,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
         model = artifact.load(args["model"])
         meta = dict(model.meta or {})
+        if is_recommender(model):
+            return _write_top(args, recommend_from_args(model, args))
         X = _read_input(args, meta, input_shape(model))
         labels = labels_of(predict_ids(runtime_model(model, meta.get("runtime"), X[:1]), X), meta)
     except InputError as err:
@@ -210,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.get("out"):
         import pandas as pd
 
+        Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"prediction": labels}).to_csv(args["out"], index=False)
         print(f"wrote {len(labels)} predictions to {args['out']}", file=sys.stderr)
     else:

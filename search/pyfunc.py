@@ -6,9 +6,15 @@ artifact ``model``, loaded by :func:`trainers.artifact.load` in :meth:`SqueezeMo
 packages ``search`` and ``trainers`` travel with the model (``code_paths``), so it loads outside this
 repository too, given the pip requirements it lists (torch, numpy, pandas, mlflow).
 
+A recommender (``seqrec``) takes a DataFrame of events instead (columns ``user``, ``item`` and
+``timestamp``, or those named by the params ``user_col``, ``item_col``, ``time_col``; ``time_col=None`` = row
+order) and returns the top-k items of every user as :func:`search.predict.recommend` does: a DataFrame with
+columns ``user``, ``rank``, ``item``; ``params={"top_k": 10}`` sets k.
+
 Example:
     >>> model = mlflow.pyfunc.load_model("models:/squeeze-digits-mlp/1")   # doctest: +SKIP
     >>> model.predict(frame)        # DataFrame of feature columns -> array of class labels  # doctest: +SKIP
+    >>> recommender.predict(events, params={"top_k": 5})   # -> DataFrame user, rank, item  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class SqueezeModel(mlflow.pyfunc.PythonModel):
-    """``predict(DataFrame) -> labels`` of the artifact ``context.artifacts["model"]``."""
+    """``predict(DataFrame) -> labels`` of the artifact ``context.artifacts["model"]`` (a recommender: events
+    -> top-k items per user)."""
 
     def load_context(self, context) -> None:
         from search.predict import input_shape
@@ -44,17 +51,37 @@ class SqueezeModel(mlflow.pyfunc.PythonModel):
         from search.predict import (
             features_from_array,
             features_from_frame,
+            is_recommender,
             labels_of,
             predict_ids,
             runtime_model,
         )
 
+        if is_recommender(self._model):
+            return self._recommend(model_input, dict(params or {}))
         if isinstance(model_input, pd.DataFrame):
             X = features_from_frame(model_input, self._meta, self._shape, "model_input")
         else:
             X = features_from_array(np.asarray(model_input), self._shape, "model_input")
         served = runtime_model(self._model, self._meta.get("runtime"), X[:1])
         return labels_of(predict_ids(served, X), self._meta)
+
+    def _recommend(self, events: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+        from search.predict import DEFAULT_TOP_K, recommend
+        from trainers.data._interactions import log_from_frame
+        from trainers.errors import InputError
+
+        if not isinstance(events, pd.DataFrame):
+            raise InputError("model_input", f"a recommender takes a DataFrame of events, got {type(events).__name__}")
+        cfg = {"user_col": params.get("user_col", "user"), "item_col": params.get("item_col", "item"),
+               "time_col": params.get("time_col", "timestamp")}
+        log = log_from_frame(events, cfg, "model_input")
+        # user features may ride along as columns of the events (one value per user: the first is used)
+        profile = [n.split(":", 1)[1] for n in self._meta.get("feature_names") or [] if n.startswith("user:")]
+        given = [c for c in profile if c in events.columns]
+        users = (events[[cfg["user_col"], *given]].astype(str).drop_duplicates(cfg["user_col"]) if given else None)
+        return recommend(self._model, log, int(params.get("top_k", DEFAULT_TOP_K)), users, cfg["user_col"],
+                         source="model_input")
 
 
 def log_pyfunc(artifact_path: str | Path) -> Any:
@@ -72,6 +99,7 @@ def log_pyfunc(artifact_path: str | Path) -> Any:
     logger.addFilter(quiet)
     try:
         return mlflow.pyfunc.log_model(
+            signature=_recommender_signature(artifact_path),
             name=names.PYFUNC_ARTIFACT,
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),   # models from code: no pickle
             artifacts={"model": str(artifact_path)},
@@ -80,6 +108,22 @@ def log_pyfunc(artifact_path: str | Path) -> Any:
         )
     finally:
         logger.removeFilter(quiet)
+
+
+def _recommender_signature(artifact_path: str | Path) -> Any:
+    """A recommender's signature: no input schema (our code reads the columns), but the ``params`` its
+    predict takes (MLflow drops params a signature does not declare); None for a classifier."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    from search.predict import DEFAULT_TOP_K
+    from trainers import artifact
+
+    if artifact.read_header(artifact_path)["arch"]["net"].get("type") != "seqrec":
+        return None
+    return ModelSignature(inputs=None, outputs=None, params=ParamSchema([
+        ParamSpec("top_k", "long", DEFAULT_TOP_K), ParamSpec("user_col", "string", "user"),
+        ParamSpec("item_col", "string", "item"), ParamSpec("time_col", "string", "timestamp")]))
 
 
 class _DropMessage(logging.Filter):

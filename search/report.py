@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from search import names
+from search.ledger import is_feasible, read_completed
 from search.pareto import ParetoPoint, format_table, hypervolume, non_dominated_mask
 
-__all__ = ["TrialRow", "collect", "hypervolume_of", "pareto_table", "pareto_csv", "write_plots",
-           "tag_runs", "HV_MINIMIZE_BOUND", "reproduce_command"]
+__all__ = ["TrialRow", "FrontView", "collect", "collect_front", "hypervolume_of", "hypervolume_of_values",
+           "pareto_table", "pareto_csv", "write_plots", "tag_runs", "HV_MINIMIZE_BOUND", "reproduce_command"]
 
 #: hypervolume reference point: accuracy 0 (and 0 for other maximized objectives), and this multiple of
 #: the fp32 reference's value for minimized objectives (size, latency), in units of that reference.
@@ -42,52 +43,107 @@ class TrialRow:
     pareto: bool = False
 
 
-def collect(study, objectives: Sequence[str]) -> list[TrialRow]:
-    """Every trial of ``study`` as a :class:`TrialRow`, with ``pareto`` set for the non-dominated completed
-    feasible ones (directions from :data:`search.names.OBJECTIVE_DIRECTIONS`)."""
+def _row(t: Any, objectives: Sequence[str]) -> TrialRow:
+    """One Optuna trial as a :class:`TrialRow` (``pareto`` left False)."""
     from optuna.trial import TrialState
 
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        complete = t.state == TrialState.COMPLETE and t.values is not None
-        rows.append(TrialRow(
-            number=t.number, state=t.state.name, run_id=t.user_attrs.get(RUN_ID_ATTR),
-            values=dict(zip(objectives, t.values)) if complete else {},
-            metrics=dict(t.user_attrs.get("metrics", {})), params=dict(t.params),
-            feasible=all(c <= 0 for c in (t.constraints or {}).values()) if hasattr(t, "constraints") else True,
-        ))
+    complete = t.state == TrialState.COMPLETE and t.values is not None
+    return TrialRow(
+        number=t.number, state=t.state.name, run_id=t.user_attrs.get(RUN_ID_ATTR),
+        values=dict(zip(objectives, t.values)) if complete else {},
+        metrics=dict(t.user_attrs.get("metrics", {})), params=dict(t.params), feasible=is_feasible(t.constraints))
+
+
+def _directions(objectives: Sequence[str]) -> list[str]:
+    return [names.OBJECTIVE_DIRECTIONS[o] for o in objectives]
+
+
+def collect(study, objectives: Sequence[str]) -> list[TrialRow]:
+    """Every trial of ``study`` as a :class:`TrialRow`, with ``pareto`` set for the non-dominated completed
+    feasible ones (directions from :data:`search.names.OBJECTIVE_DIRECTIONS`).
+
+    Builds every trial: cheap in a worker whose storage cache already holds them (the end of a sweep),
+    seconds for a cold process on a large study, where :func:`collect_front` reads only what the table needs.
+    """
+    rows = [_row(t, objectives) for t in study.get_trials(deepcopy=False)]
     candidates = [r for r in rows if r.state == "COMPLETE" and r.feasible and r.values]
     if candidates:
         values = np.array([[r.values[o] for o in objectives] for r in candidates], dtype=float)
-        mask = non_dominated_mask(values, [names.OBJECTIVE_DIRECTIONS[o] for o in objectives])
+        mask = non_dominated_mask(values, _directions(objectives))
         for row, is_front in zip(candidates, mask):
             row.pareto = bool(is_front)
     return rows
 
 
-def _normalized(rows: Sequence[TrialRow], objectives: Sequence[str], reference: Mapping[str, float]):
-    directions, ref_point, cols = [], [], []
+@dataclass
+class FrontView:
+    """What the Pareto table of a stored study needs, read cold (:func:`collect_front`).
+
+    Attributes:
+        n_trials: trials in the study, every state.
+        front: the Pareto-optimal trials as full rows (``pareto=True``), by trial number.
+        values: (k, m) objective values of every completed feasible trial, by trial number, for the
+            hypervolume.
+    """
+
+    n_trials: int
+    front: list[TrialRow]
+    values: np.ndarray
+
+
+def collect_front(study, objectives: Sequence[str]) -> FrontView:
+    """The Pareto trials of ``study`` without building all of its trials: the objective values of the
+    completed trials (:func:`search.ledger.read_completed`), the front over them, then one storage read
+    per front trial. Same front and hypervolume as :func:`collect`."""
+    done = read_completed(study)
+    ok = done.feasible & ~np.isnan(done.values).any(axis=1)
+    values = done.values[ok]
+    mask = non_dominated_mask(values, _directions(objectives))
+    front = []
+    for trial_id in done.trial_ids[ok][mask]:
+        row = _row(study._storage.get_trial(int(trial_id)), objectives)
+        row.pareto = True
+        front.append(row)
+    return FrontView(n_trials=done.n_trials, front=front, values=values)
+
+
+def hypervolume_of_values(values: Any, objectives: Sequence[str], reference: Mapping[str, float]) -> float:
+    """Hypervolume of ``values`` (n, m), one column per objective, minimized objectives divided by the fp32
+    reference's value, reference point ``(0, 1.5, 1.5)`` for (accuracy, size, latency)."""
+    values = np.asarray(values, dtype=float).reshape(-1, len(objectives))
+    if len(values) == 0:
+        return 0.0
+    directions, ref_point, scale = [], [], []
     for o in objectives:
         direction = names.OBJECTIVE_DIRECTIONS[o]
-        base = float(reference.get(o) or 1.0) if direction == "minimize" else 1.0
-        cols.append([r.values[o] / base for r in rows])
+        scale.append(float(reference.get(o) or 1.0) if direction == "minimize" else 1.0)
         directions.append(direction)
         ref_point.append(HV_MINIMIZE_BOUND if direction == "minimize" else 0.0)
-    return np.array(cols, dtype=float).T.reshape(len(rows), len(objectives)), directions, ref_point
+    return float(hypervolume(values / np.array(scale), directions, ref_point))
 
 
 def hypervolume_of(rows: Sequence[TrialRow], objectives: Sequence[str], reference: Mapping[str, float]) -> float:
-    """Hypervolume of the completed feasible trials, minimized objectives divided by the fp32 reference's
-    value, reference point ``(0, 1.5, 1.5)`` for (accuracy, size, latency)."""
+    """Hypervolume of the completed feasible trials among ``rows`` (:func:`hypervolume_of_values`)."""
     done = [r for r in rows if r.state == "COMPLETE" and r.feasible and r.values]
-    if not done:
-        return 0.0
-    values, directions, ref_point = _normalized(done, objectives, reference)
-    return float(hypervolume(values, directions, ref_point))
+    values = np.array([[r.values[o] for o in objectives] for r in done], dtype=float)
+    return hypervolume_of_values(values, objectives, reference)
 
 
-def reproduce_command(row: TrialRow) -> str:
-    return f"python -m search.reproduce run_id={row.run_id}" if row.run_id else f"(trial {row.number}: no run id)"
+def reproduce_command(row: TrialRow, tracking_uri: str | None = None, data_path: str | None = None) -> str:
+    """The command that re-runs ``row``'s trial, runnable when pasted from any directory: this Python, the
+    tracking store as an absolute URI and, for a study of a data file, that file's absolute path."""
+    import shlex
+
+    from search.tracking import absolute_uri
+
+    if not row.run_id:
+        return f"(trial {row.number}: no run id)"
+    parts = [sys.executable, "-m", "search.reproduce", f"run_id={row.run_id}"]
+    if tracking_uri:
+        parts.append(f"mlflow.tracking_uri={absolute_uri(tracking_uri)}")
+    if data_path:
+        parts.append(f"data.path={Path(data_path).expanduser().absolute()}")
+    return shlex.join(parts)
 
 
 #: the params shown first in the terminal table (the rest are in pareto.csv and MLflow)
@@ -103,8 +159,10 @@ def _short_params(params: Mapping[str, Any], limit: int = 5) -> str:
     return " ".join(items[:limit]) + (" ..." if len(items) > limit else "")
 
 
-def pareto_table(rows: Sequence[TrialRow], with_commands: bool = True) -> str:
-    """The terminal table of Pareto trials (best accuracy first) and, per trial, how to reproduce it."""
+def pareto_table(rows: Sequence[TrialRow], with_commands: bool = True, tracking_uri: str | None = None,
+                 data_path: str | None = None) -> str:
+    """The terminal table of Pareto trials (best accuracy first) and, per trial, how to reproduce it
+    (:func:`reproduce_command` with ``tracking_uri`` and ``data_path``)."""
     front = sorted((r for r in rows if r.pareto), key=lambda r: -r.metrics.get(names.ACCURACY, 0.0))
     table_rows = []
     for r in front:
@@ -120,7 +178,8 @@ def pareto_table(rows: Sequence[TrialRow], with_commands: bool = True) -> str:
                ("ratio", "ratio"), ("latency_ms", "latency ms"), ("speedup", "speedup"), ("params", "key params")]
     text = format_table(table_rows, columns, formats={"ratio": ".1f", "latency_ms": ".4f", "speedup": ".2f"})
     if with_commands and front:
-        text += "\n\nReproduce a Pareto trial:\n" + "\n".join(f"  trial {r.number}: {reproduce_command(r)}" for r in front)
+        text += "\n\nReproduce a Pareto trial:\n" + "\n".join(
+            f"  trial {r.number}: {reproduce_command(r, tracking_uri, data_path)}" for r in front)
     return text
 
 
@@ -161,11 +220,27 @@ def write_plots(rows: Sequence[TrialRow], reference: Mapping[str, float], folder
     return [Path(html), Path(png)]
 
 
-def tag_runs(tracker, rows: Sequence[TrialRow]) -> None:
-    """Tag every trial run ``pareto=true|false`` (true exactly for the non-dominated feasible trials)."""
-    for r in rows:
-        if r.run_id:
-            tracker.set_tags(r.run_id, {names.PARETO: "true" if r.pareto else "false"})
+def tag_runs(tracker, rows: Sequence[TrialRow]) -> int:
+    """Tag the trial runs ``pareto=true`` for the non-dominated feasible trials and ``pareto=false`` for the
+    others; returns how many runs were written.
+
+    Only runs whose tag changes are written: one search reads the runs tagged ``pareto=true`` now, then
+    ``true`` goes on front runs not tagged so and ``false`` on runs that left the front (one batched call
+    per changed run). At the end of a sweep that is the front, tens of runs, not every trial; calling it
+    again writes nothing. This relies on workers tagging each run ``pareto=false`` when they create it;
+    runs created without the tag (older studies) are detected by looking at the oldest and newest run off
+    the front, and then every run off the front is written once, as before.
+    """
+    ids = {r.run_id for r in rows if r.run_id}
+    front = {r.run_id for r in rows if r.run_id and r.pareto}
+    tagged = {run.info.run_id for run in tracker.find_runs(**{names.PARETO: "true"})} & ids
+    writes = [(run_id, "true") for run_id in sorted(front - tagged)]
+    others = [r.run_id for r in sorted(rows, key=lambda r: r.number) if r.run_id and r.run_id not in front]
+    untagged = others and any(names.PARETO not in tracker.run(run_id).data.tags for run_id in {others[0], others[-1]})
+    writes += [(run_id, "false") for run_id in (others if untagged else sorted(tagged - front))]
+    for run_id, value in writes:
+        tracker.set_tags(run_id, {names.PARETO: value})
+    return len(writes)
 
 
 def main(argv: list[str]) -> int:
@@ -184,7 +259,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = compose(split_args(argv))
         name, objectives = cfg.study.name, list(cfg.study.objectives)
-        storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds)
+        storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds, must_exist=True)
         try:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
@@ -193,9 +268,9 @@ def main(argv: list[str]) -> int:
     except InputError as err:
         print(f"squeeze: error: {err}", file=sys.stderr)
         return 2
-    rows = collect(study, objectives)
+    view = collect_front(study, objectives)
     ref = dict(study.user_attrs.get("reference", {}))
-    print(f"study {name!r}: {len(rows)} trials, {sum(r.pareto for r in rows)} Pareto-optimal, "
-          f"hypervolume {hypervolume_of(rows, objectives, ref):.4f}")
-    print(pareto_table(rows))
+    print(f"study {name!r}: {view.n_trials} trials, {len(view.front)} Pareto-optimal, "
+          f"hypervolume {hypervolume_of_values(view.values, objectives, ref):.4f}")
+    print(pareto_table(view.front, tracking_uri=cfg.mlflow.tracking_uri, data_path=cfg.data.get("path")))
     return 0

@@ -399,9 +399,12 @@ def final_seed(seed: int) -> int:
 
 def final_meta(record: TrialRecord, dataset: Any, runtime: str) -> dict[str, Any]:
     """The shipped file's meta: what :mod:`search.predict` needs (labels, columns, input shape, runtime)."""
-    return {"classes": dataset.classes, "study": record.study_name, "trial": record.trial_number,
+    meta = {"classes": dataset.classes, "study": record.study_name, "trial": record.trial_number,
             "trial_run_id": record.run_id, "fit": "final: all development rows", "runtime": runtime,
             "feature_names": dataset.feature_names, "input_shape": list(dataset.input_shape)}
+    if getattr(dataset, "serving", None):     # sequence data: how search.predict turns an event log into rows
+        meta["sequence"] = dataset.serving
+    return meta
 
 
 def final_fit(record: TrialRecord, data: StudyData, path: Path) -> dict[str, Any]:
@@ -415,7 +418,8 @@ def final_fit(record: TrialRecord, data: StudyData, path: Path) -> dict[str, Any
     cfg = dict(record.cfg)
     ds = data.dataset
     X_dev, y_dev = ds.X[data.dev_idx], ds.y[data.dev_idx]
-    cfg.setdefault("n_classes", int(np.max(y_dev)) + 1)          # as search.objective.evaluate_config
+    cfg.setdefault("n_classes", len(ds.classes))                 # as search.objective.evaluate_config (a ranker
+                                                                 # scores every item, not only the dev targets)
     runtime = record.runtime or "fp32_dense"
     result = run_fold(cfg, X_dev, y_dev, ds.X[data.test_idx], ds.y[data.test_idx], final_seed(cfg["seed"]),
                       path, meta=final_meta(record, ds, runtime), runtime=runtime)

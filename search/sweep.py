@@ -60,7 +60,8 @@ def help_text() -> str:
 
 #: keys that may change when a study is resumed (they don't change what a trial means)
 RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.n_workers", "study.max_failure_rate",
-                  "study.heartbeat_seconds", "study.grace_seconds",
+                  "study.heartbeat_seconds", "study.grace_seconds", "study.base_cache", "study.base_cache_gb",
+                  "study.base_cache_dir", "study.seed_recipes", "study.early_stop", "study.early_stop_margin",
                   "study.storage", "mlflow", "device")
 
 
@@ -78,6 +79,29 @@ class Setup:
     directions: list[str]
     fingerprint: str
     overrides: list[str] = field(default_factory=list)
+    base_cache: Any = None            # trainers.base_cache.BaseCache, or None (study.base_cache=false)
+    started: float = field(default_factory=time.monotonic)   # study.timeout counts from here (references included)
+
+
+def base_cache_dir(cfg_dict: dict[str, Any], storage_url: str) -> Path:
+    """``study.base_cache_dir``, or ``base-cache/<study.name>`` beside the SQLite / journal storage file
+    (``mlruns/`` for server storages)."""
+    study = cfg_dict["study"]
+    if study.get("base_cache_dir"):
+        return Path(study["base_cache_dir"]) / study["name"]
+    for prefix in ("sqlite:///", "journal:"):
+        if storage_url.startswith(prefix):
+            return Path(storage_url[len(prefix):]).parent / "base-cache" / study["name"]
+    return Path("mlruns") / "base-cache" / study["name"]
+
+
+def make_base_cache(cfg_dict: dict[str, Any], storage_url: str):
+    """The study's :class:`~trainers.base_cache.BaseCache` (nothing is created on disk until a write)."""
+    if not cfg_dict["study"].get("base_cache", True):
+        return None
+    from trainers.base_cache import BaseCache
+
+    return BaseCache(base_cache_dir(cfg_dict, storage_url), int(float(cfg_dict["study"]["base_cache_gb"]) * 2**30))
 
 
 def fingerprint(cfg_dict: dict[str, Any]) -> str:
@@ -111,6 +135,7 @@ def prepare(argv: list[str]) -> tuple[Setup, Any]:
     """Validate everything; returns the setup and the opened Optuna storage. Raises InputError."""
     from omegaconf import OmegaConf
 
+    from search.preflight import check_all
     from search.space import parse_space
     from search.storage import open_storage, storage_url
     from search.validate import validate_config, validate_space
@@ -134,6 +159,8 @@ def prepare(argv: list[str]) -> tuple[Setup, Any]:
     setup = Setup(cfg, cfg_dict, params, dataset, dev_idx, test_idx, folds,
                   storage_url(cfg_dict["study"]["storage"]), objectives,
                   [names.OBJECTIVE_DIRECTIONS[o] for o in objectives], fingerprint(cfg_dict), overrides)
+    setup.base_cache = make_base_cache(cfg_dict, setup.storage_url)
+    check_all(setup)  # search/preflight.py: data <-> model, PCA, device, float32, stores and files
     storage = open_storage(cfg_dict["study"]["storage"], cfg_dict["study"]["heartbeat_seconds"],
                            cfg_dict["study"]["grace_seconds"])
     _check_resume(setup, storage)
@@ -156,13 +183,21 @@ def make_sampler(name: str, seed: int | None, n_trials: int):
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed)
-    raise InputError("study.sampler", f"must be tpe, nsga2, random or gp, got {name!r}")
+    from search.schema import SAMPLERS
+
+    raise InputError("study.sampler", f"must be one of {'|'.join(SAMPLERS)}, got {name!r}")
 
 
-def _fixed_params(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    from search.tracking import flatten
+def _study_params(setup: Setup) -> dict[str, Any]:
+    """What a study is, as params of its parent run, under ``study.``: no trial samples a ``study.*`` key, so
+    the parent never fills a trial's columns. The whole config is the run's ``config.yaml``."""
+    from search.config import _chosen
 
-    return {k: v for k, v in flatten(cfg_dict).items() if not k.startswith("space.")}
+    cfg = setup.cfg_dict
+    return {"study.data": cfg["data"]["name"], "study.model": cfg["model"]["name"],
+            "study.space": _chosen("space", setup.overrides), "study.sampler": cfg["study"]["sampler"],
+            "study.objectives": ",".join(setup.objectives), "study.cv_folds": cfg["cv"]["folds"],
+            "study.seed": cfg["seed"], "study.fingerprint": setup.fingerprint}
 
 
 def open_parent_run(tracker, study, setup: Setup) -> str:
@@ -175,7 +210,9 @@ def open_parent_run(tracker, study, setup: Setup) -> str:
         run_id = tracker.create_run(name, {names.ROLE: "study", names.STUDY_NAME: name,
                                            "optuna_storage": setup.storage_url.split("@")[-1],
                                            "sampler": setup.cfg_dict["study"]["sampler"]})
-        tracker.log(run_id, params=_fixed_params(setup.cfg_dict))
+        tracker.log(run_id, params=_study_params(setup),
+                    tags={names.NOTE: f"Study `{name}` is running; this description becomes the summary of its "
+                                      "Pareto front when it ends."})
         from omegaconf import OmegaConf
 
         tracker.log_text(run_id, OmegaConf.to_yaml(setup.cfg, resolve=True), names.CONFIG_ARTIFACT)
@@ -193,53 +230,144 @@ def open_parent_run(tracker, study, setup: Setup) -> str:
     return run_id
 
 
+def longest_training(setup: Setup) -> tuple[int, int]:
+    """``(train epochs, fine-tune epochs)`` of the longest training a trial of this space can get: the
+    largest ``train.epochs`` and ``compress.finetune_epochs`` it can sample (else the configured values)."""
+    def high(key: str, configured: int) -> int:
+        for p in setup.params:
+            if p.key == key and hasattr(p.distribution, "high"):
+                return max(int(p.distribution.high), int(configured))
+        return int(configured)
+
+    cfg = setup.cfg_dict
+    return (high("train.epochs", cfg["train"]["epochs"]),
+            high("compress.finetune_epochs", cfg["compress"]["finetune_epochs"]))
+
+
 def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> dict[str, float]:
-    """The fp32 reference (same data, model, training; no compression), evaluated once per study."""
+    """The fp32 reference (same data, model, training; no compression), evaluated once per study, and the
+    long reference: the same model trained as long as the longest trial trains (``reference_long_*``), so a
+    compressed model never looks better than fp32 only because it trained longer."""
     if study.user_attrs.get("reference"):
         return dict(study.user_attrs["reference"])
     from search.objective import evaluate_config, reference_config
 
     print("evaluating the fp32 reference ...", file=sys.stderr, flush=True)
     ds = setup.dataset
+    X, y = ds.X[setup.dev_idx], ds.y[setup.dev_idx]
     with tempfile.TemporaryDirectory(prefix="squeeze-ref-") as tmp:
-        ev = evaluate_config(reference_config(setup.cfg_dict), ds.X[setup.dev_idx], ds.y[setup.dev_idx],
-                             setup.folds, tmp, meta={"classes": ds.classes})
+        ev = evaluate_config(reference_config(setup.cfg_dict), X, y, setup.folds, tmp,
+                             meta={"classes": ds.classes}, cache=setup.base_cache)
     ref = dict(ev.metrics)
-    baseline = {}
+    extra: dict[str, float] = {}
+    train_epochs, finetune_epochs = longest_training(setup)
+    extra[names.REFERENCE_LONG_ACCURACY] = ref[names.ACCURACY]
+    if (train_epochs, finetune_epochs) != (int(setup.cfg_dict["train"]["epochs"]), 0):
+        print(f"evaluating the long fp32 reference ({train_epochs} + {finetune_epochs} epochs) ...",
+              file=sys.stderr, flush=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix="squeeze-ref-long-") as tmp:
+                long_ev = evaluate_config(reference_config(setup.cfg_dict, train_epochs, finetune_epochs), X, y,
+                                          setup.folds, tmp, meta={"classes": ds.classes}, cache=setup.base_cache)
+            extra[names.REFERENCE_LONG_ACCURACY] = long_ev.metrics[names.ACCURACY]
+        except Exception as err:  # e.g. the configured fine-tune lr diverges: trials will say so; the study goes on
+            message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            print(f"squeeze: the long fp32 reference failed ({message}); reference_long_accuracy is not logged",
+                  file=sys.stderr)
+            ctx_tracker.log(parent_run_id, tags={"reference_long_error": message[:500]})
+            del extra[names.REFERENCE_LONG_ACCURACY]
+    extra[names.REFERENCE_LONG_EPOCHS] = float(train_epochs + finetune_epochs)
     if ds.kind == "sequence":  # recommenders: the popularity baseline on the same folds, scored the same way
         from search.objective import popularity_baseline
 
-        baseline = popularity_baseline(setup.cfg_dict, ds.X[setup.dev_idx], ds.y[setup.dev_idx], setup.folds,
-                                       len(ds.classes))
-    ctx_tracker.log(parent_run_id, metrics={**{names.REFERENCE_PREFIX + k: v for k, v in ref.items()}, **baseline},
+        extra.update(popularity_baseline(setup.cfg_dict, X, y, setup.folds, len(ds.classes)))
+    ctx_tracker.log(parent_run_id, metrics={**{names.REFERENCE_PREFIX + k: v for k, v in ref.items()}, **extra},
                     tags={"reference_runtime": ev.runtime})
     study.set_user_attr("reference", ref)
+    if names.REFERENCE_LONG_ACCURACY in extra:
+        study.set_user_attr("reference_long_accuracy", extra[names.REFERENCE_LONG_ACCURACY])
     return ref
 
 
+def seed_with_recipes(study, setup: Setup) -> list[str]:
+    """Enqueue ``study.seed_recipes`` once per study (under the budget lock, so concurrent starts agree)."""
+    from search.recipes import enqueue_recipes
+    from search.worker import budget_lock, budget_used
+
+    cfg = setup.cfg_dict["study"]
+    if not cfg.get("seed_recipes"):
+        return []
+    with budget_lock(setup.storage_url, cfg["name"]):
+        left = int(cfg["n_trials"]) - budget_used(study)
+        return enqueue_recipes(study, list(cfg["seed_recipes"]), setup.params, setup.cfg, max(0, left))
+
+
+#: the parent run's description names the best trade-offs within these accuracy losses (in points of %)
+NOTE_RATIO_WITHIN_PT, NOTE_SPEEDUP_WITHIN_PT = 0.5, 1.0
+
+
+def pareto_note(study_name: str, rows, reference: dict[str, float], hv: float) -> str:
+    """The parent run's description (markdown): trials by state, the Pareto front, and the best compression
+    ratio within 0.5 point and the best speedup within 1 point of the fp32 reference's accuracy."""
+    from search.tracking import human_size
+
+    states = {s: sum(r.state == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    n_front = sum(r.pareto for r in rows)
+    ref_acc = reference.get(names.ACCURACY)
+    lines = [f"**Study `{study_name}`**: {len(rows)} trials ({states['COMPLETE']} complete, "
+             f"{states['PRUNED']} stopped early, {states['FAIL']} failed), **{n_front} Pareto-optimal** "
+             f"(filter `tags.pareto = 'true'`), hypervolume {hv:.4f}.", ""]
+    if ref_acc is not None:
+        lines += [f"fp32 reference: accuracy {100 * ref_acc:.1f}%, {human_size(reference[names.SIZE_BYTES])}, "
+                  f"latency {reference[names.LATENCY_MS]:.4g} ms.", ""]
+        done = [r for r in rows if r.state == "COMPLETE" and r.feasible and names.ACCURACY in r.metrics]
+        for metric, within, what in ((names.COMPRESSION_RATIO, NOTE_RATIO_WITHIN_PT, "compression"),
+                                     (names.SPEEDUP, NOTE_SPEEDUP_WITHIN_PT, "speedup")):
+            close = [r for r in done if r.metrics[names.ACCURACY] >= ref_acc - within / 100 and metric in r.metrics]
+            if close:
+                best = max(close, key=lambda r: r.metrics[metric])
+                m = best.metrics
+                lines.append(f"* best {what} within {within:g} pt of the reference accuracy: "
+                             f"**{m[metric]:.2f}×**, trial {best.number} ({100 * m[names.ACCURACY]:.1f}%, "
+                             f"{human_size(m[names.SIZE_BYTES])}, {m[names.LATENCY_MS]:.4g} ms)")
+            else:
+                lines.append(f"* best {what} within {within:g} pt of the reference accuracy: no trial is that close")
+        lines.append("")
+    lines.append(f"The front is drawn in the artifact `{names.PARETO_PNG}` (hover a point in `{names.PARETO_HTML}` "
+                 f"for its trial; every number in `{names.PARETO_CSV}`).")
+    return "\n".join(lines)
+
+
 def summarize(ctx) -> str:
-    """Pareto front -> tags, parent metrics, pareto.csv + plots on the parent run; returns the table."""
+    """Pareto front -> tags, parent metrics and description, pareto.csv + plots on the parent run; returns
+    the table, the reproduce commands and where to look in the MLflow UI."""
     from search import report
+    from search.tracking import experiment_url, ui_command
 
     setup = ctx.setup
     rows = report.collect(ctx.study, setup.objectives)
     report.tag_runs(ctx.tracker, rows)
     front = [r for r in rows if r.pareto]
     hv = report.hypervolume_of(rows, setup.objectives, ctx.reference)
+    name = setup.cfg_dict["study"]["name"]
     ctx.tracker.log(ctx.parent_run_id, metrics={names.N_PARETO: len(front), names.HYPERVOLUME: hv,
                                                 "n_complete": sum(r.state == "COMPLETE" for r in rows),
-                                                "n_failed": sum(r.state == "FAIL" for r in rows)})
+                                                "n_failed": sum(r.state == "FAIL" for r in rows)},
+                    tags={names.NOTE: pareto_note(name, rows, ctx.reference, hv)})
     ctx.tracker.log_text(ctx.parent_run_id, report.pareto_csv(rows), names.PARETO_CSV)
     with tempfile.TemporaryDirectory(prefix="squeeze-plots-") as tmp:
-        for path in report.write_plots(rows, ctx.reference, Path(tmp), setup.cfg_dict["study"]["name"]):
+        for path in report.write_plots(rows, ctx.reference, Path(tmp), name):
             ctx.tracker.log_file(ctx.parent_run_id, path)
     ref = ctx.reference
-    head = (f"\nstudy {setup.cfg_dict['study']['name']!r}: {len(rows)} trials, {len(front)} Pareto-optimal, "
+    head = (f"\nstudy {name!r}: {len(rows)} trials, {len(front)} Pareto-optimal, "
             f"hypervolume {hv:.4f}\nfp32 reference: accuracy {ref[names.ACCURACY]:.4f}, "
             f"size {ref[names.SIZE_BYTES]:.0f} B, latency {ref[names.LATENCY_MS]:.4f} ms\n")
     uri = setup.cfg_dict["mlflow"]["tracking_uri"]
-    tail = f"\n\nMLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1  (parent run {ctx.parent_run_id})"
-    return head + report.pareto_table(rows) + tail
+    table = report.pareto_table(rows, tracking_uri=uri, data_path=setup.cfg_dict["data"].get("path"))
+    serve = "" if uri.startswith(("http://", "https://")) else f"  {ui_command(uri)}\n"
+    tail = (f"\n\nMLflow UI (parent run {ctx.parent_run_id}; filter tags.pareto = 'true'):\n"
+            f"{serve}  {experiment_url(ctx.tracker.experiment_id, uri)}")
+    return head + table + tail
 
 
 def process_seed(study_seed: int | None, n_existing: int, worker_index: int) -> int | None:
@@ -297,7 +425,8 @@ def run_local_workers(ctx, argv: list[str], n_workers: int) -> int:
     from tqdm.auto import tqdm
 
     from search.doctor import requeue
-    from search.worker import WORKER_ATTR, count_finished, pareto_size, run_trials, worker_id
+    from search.ledger import StudyLedger
+    from search.worker import WORKER_ATTR, run_trials, worker_id
 
     spawn = multiprocessing.get_context("spawn")
     procs = [spawn.Process(target=_worker_process, args=(argv, i + 1), name=f"squeeze-worker-{i + 1}")
@@ -309,11 +438,12 @@ def run_local_workers(ctx, argv: list[str], n_workers: int) -> int:
                dynamic_ncols=True, file=sys.stderr)
     host = worker_id().split(":")[0]
     handled: set[int] = set()
+    ledger = StudyLedger(ctx.study, ctx.setup.objectives)
     try:
         while True:
-            complete, failed = count_finished(ctx.study)
+            complete, failed = ledger.update().finished
             bar.n = min(complete + failed, n_trials)
-            bar.set_postfix_str(f"done {complete} failed {failed} pareto {pareto_size(ctx.study, ctx.setup.objectives)} "
+            bar.set_postfix_str(f"done {complete} failed {failed} pareto {ledger.pareto_size} "
                                 f"workers {sum(p.is_alive() for p in procs)}")
             bar.refresh()
             for p in procs:
@@ -356,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = setup.cfg_dict
     tracker = Tracker(cfg["mlflow"]["tracking_uri"], cfg["mlflow"]["experiment"], cfg["mlflow"]["artifact_location"])
     study = open_study(setup, storage)
+    seed_with_recipes(study, setup)
     parent = open_parent_run(tracker, study, setup)
     try:
         reference = ensure_reference(tracker, study, setup, parent)

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ class Context:
     reference: dict[str, float]
     failed: int = 0
     completed: int = 0
+    pruned: int = 0
     last_error: str = ""
 
 
@@ -65,17 +67,17 @@ def budget_used(study) -> int:
 
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
-    active = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    active = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     return sum(1 for t in trials if t.state in active or (t.state == TrialState.FAIL and t.number not in retried))
 
 
 def count_finished(study) -> tuple[int, int]:
-    """(complete, failed-and-not-retried) trials of the study."""
+    """(complete or stopped early, failed-and-not-retried) trials of the study."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    complete = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
     return complete, failed
 
@@ -180,21 +182,73 @@ def _set_constraints(trial, cfg_study: dict[str, Any], metrics: dict[str, float]
             trial.set_constraint(key, float(violation(float(cfg_study[key]))))
 
 
+FOLD_ACCURACY_ATTR = "fold_accuracy"   # trial user attr: accuracy per CV fold (early stopping compares folds)
+
+
+def _early_stopper(ctx: Context, trial_number: int):
+    """``after_fold(rows)`` for :func:`search.objective.evaluate_config`: the rule of
+    :mod:`search.early_stop` against the study's finished feasible trials; ``None`` when turned off or when
+    accuracy is not an objective."""
+    import numpy as np
+    from optuna.trial import TrialState
+
+    from search.early_stop import Finished, Running, should_stop
+
+    setup = ctx.setup
+    cfg_study = setup.cfg_dict["study"]
+    if not cfg_study.get("early_stop", True) or names.ACCURACY not in setup.objectives:
+        return None
+    use_size = names.SIZE_BYTES in setup.objectives or names.COMPRESSION_RATIO in setup.objectives
+    use_latency = names.LATENCY_MS in setup.objectives or names.SPEEDUP in setup.objectives
+    chance = None
+    if setup.dataset.kind != "sequence":
+        counts = np.bincount(np.asarray(setup.dataset.y[setup.dev_idx], dtype=np.int64))
+        chance = float(counts.max() / counts.sum())
+
+    def after_fold(rows: list[dict[str, float]]) -> bool:
+        finished, spreads = [], [float(ctx.reference.get(names.ACCURACY_STD, 0.0))]
+        for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            m = t.user_attrs.get("metrics") or {}
+            if t.number == trial_number or names.ACCURACY not in m:
+                continue
+            if any(c > 0 for c in (t.constraints or {}).values()):
+                continue                                   # infeasible trials never reach the front
+            spreads.append(float(m.get(names.ACCURACY_STD, 0.0)))
+            finished.append(Finished(t.user_attrs.get(FOLD_ACCURACY_ATTR) or [m[names.ACCURACY]],
+                                     m[names.SIZE_BYTES] if use_size else 0.0,
+                                     m[names.LATENCY_MS] if use_latency else 0.0))
+        running = Running([r[names.ACCURACY] for r in rows],
+                          float(np.mean([r[names.SIZE_BYTES] for r in rows])) if use_size else 0.0,
+                          float(np.mean([r[names.LATENCY_MS] for r in rows])) if use_latency else 0.0)
+        return should_stop(running, finished, float(cfg_study.get("early_stop_margin", 0.01)),
+                           float(np.median(spreads)), chance if use_size else None)
+
+    return after_fold
+
+
 def run_trial(ctx: Context, trial) -> str:
-    """One trial, recorded in Optuna and MLflow; returns the final state name. Never raises for a bad
-    trial (only KeyboardInterrupt propagates, after the trial is marked)."""
+    """One trial, recorded in Optuna and MLflow; returns the final state name (COMPLETE, PRUNED when stopped
+    early, FAIL). Never raises for a bad trial (only KeyboardInterrupt propagates, after the trial is
+    marked)."""
     import optuna
     from omegaconf import OmegaConf
 
     from search.objective import evaluate_config
+    from search.recipes import RECIPE_ATTR
     from search.space import apply_values, sample
+    from search.tracking import trial_params, trial_run_name
 
     setup, tracker = ctx.setup, ctx.tracker
     study_name = setup.cfg_dict["study"]["name"]
     start = time.perf_counter()
-    run_id = tracker.create_run(f"trial-{trial.number}", {
-        names.ROLE: "trial", names.TRIAL_NUMBER: trial.number, names.STUDY_NAME: study_name,
-        names.STATE: "RUNNING", WORKER_ATTR: worker_id()}, parent_run_id=ctx.parent_run_id)
+    tags = {names.ROLE: "trial", names.TRIAL_NUMBER: trial.number, names.STUDY_NAME: study_name,
+            names.STATE: "RUNNING", names.PARETO: "false", WORKER_ATTR: worker_id()}
+    recipe = trial.user_attrs.get(RECIPE_ATTR)
+    if recipe:
+        tags[names.RECIPE] = recipe
+    digits = max(2, len(str(int(setup.cfg_dict["study"]["n_trials"]) - 1)))   # t07 of 20, t007 of 200
+    cfg_dict = None
+    run_id = tracker.create_run(trial_run_name(trial.number, digits=digits), tags, parent_run_id=ctx.parent_run_id)
     trial.set_user_attr("mlflow_run_id", run_id)
     trial.set_user_attr(WORKER_ATTR, worker_id())
     try:
@@ -202,26 +256,40 @@ def run_trial(ctx: Context, trial) -> str:
             values = sample(trial, setup.params, setup.cfg)
             trial_cfg = apply_values(setup.cfg, values)
             cfg_dict = OmegaConf.to_container(trial_cfg, resolve=True)
-            tracker.log(run_id, params=values)
+            tracker.log(run_id, params={**values, **trial_params(cfg_dict)})
+            tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, digits=digits))
             tracker.log_text(run_id, OmegaConf.to_yaml(trial_cfg, resolve=True), names.CONFIG_ARTIFACT)
             ds = setup.dataset
             with tempfile.TemporaryDirectory(prefix="squeeze-trial-") as tmp:
                 ev = evaluate_config(cfg_dict, ds.X[setup.dev_idx], ds.y[setup.dev_idx], setup.folds, tmp,
-                                     meta={"classes": ds.classes, "study": study_name, "trial": trial.number})
+                                     meta={"classes": ds.classes, "study": study_name, "trial": trial.number},
+                                     cache=setup.base_cache, after_fold=_early_stopper(ctx, trial.number))
                 tracker.log_file(run_id, ev.artifact_path)
         metrics = dict(ev.metrics)
         ref = ctx.reference
         metrics[names.COMPRESSION_RATIO] = ref[names.SIZE_BYTES] / metrics[names.SIZE_BYTES]
         metrics[names.SPEEDUP] = ref[names.LATENCY_MS] / metrics[names.LATENCY_MS]
+        metrics[names.FOLDS_RUN] = float(ev.folds_run)
+        metrics[names.SIZE_KIB] = metrics[names.SIZE_BYTES] / 1024
         tracker.log(run_id, metrics=metrics, tags={names.RUNTIME: ev.runtime,
                                                    names.FOLD_RUNTIMES: json.dumps(ev.runtimes),
                                                    "latency_protocol": json.dumps(ev.latency_protocol)})
-        tracker.log_series(run_id, ev.folds)
+        tracker.log_folds(run_id, ev.folds, ev.runtimes)
         trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr(FOLD_ACCURACY_ATTR, [f[names.ACCURACY] for f in ev.folds])
+        if ev.stopped_early:     # dominated by the study's results: the remaining folds were skipped
+            ctx.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            tracker.log(run_id, metrics={names.TRIAL_SECONDS: time.perf_counter() - start},
+                        tags={names.STATE: "PRUNED"})
+            tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, metrics, "PRUNED", digits))
+            tracker.end_run(run_id, "KILLED")
+            ctx.pruned += 1
+            return "PRUNED"
         _set_constraints(trial, setup.cfg_dict["study"], metrics)
         ctx.study.tell(trial, [metrics[o] for o in setup.objectives])
         tracker.log(run_id, metrics={names.TRIAL_SECONDS: time.perf_counter() - start},
                     tags={names.STATE: "COMPLETE"})
+        tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, metrics, "COMPLETE", digits))
         tracker.end_run(run_id, "FINISHED")
         ctx.completed += 1
         return "COMPLETE"
@@ -235,14 +303,14 @@ def run_trial(ctx: Context, trial) -> str:
         trial.set_user_attr("error", message[:1000])
         ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: message})
+        tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, state="FAIL", digits=digits))
         tracker.end_run(run_id, "FAILED")
         ctx.failed += 1
         ctx.last_error = f"trial {trial.number}: {message}"
         return "FAIL"
 
 
-def _failure_rate_exceeded(ctx: Context) -> str | None:
-    complete, failed = count_finished(ctx.study)
+def _failure_rate_exceeded(ctx: Context, complete: int, failed: int) -> str | None:
     ran = complete + failed
     limit = float(ctx.setup.cfg_dict["study"]["max_failure_rate"])
     if ran >= 4 and failed / ran > limit:
@@ -257,34 +325,41 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
     from tqdm.auto import tqdm
 
     from search.doctor import close_orphan_runs
+    from search.ledger import StudyLedger
 
     cfg_study = ctx.setup.cfg_dict["study"]
     n_trials, timeout = int(cfg_study["n_trials"]), cfg_study["timeout"]
-    started = time.monotonic()
-    bar = tqdm(total=n_trials, initial=min(sum(count_finished(ctx.study)), n_trials), unit="trial",
+    started = getattr(ctx.setup, "started", time.monotonic())   # the command's start: references count too
+    ledger = StudyLedger(ctx.study, ctx.setup.objectives).update()   # counts and front, kept up to date by deltas
+    failed_seen = ledger.failed_all
+    bar = tqdm(total=n_trials, initial=min(sum(ledger.finished), n_trials), unit="trial",
                desc=cfg_study["name"], dynamic_ncols=True, file=sys.stderr, disable=not progress)
     close_orphan_runs(ctx.study, ctx.tracker)
     try:
         while True:
-            failed_before = _n_failed(ctx.study)
             optuna.storages.fail_stale_trials(ctx.study)          # heartbeat storages: dead workers' trials
-            if _n_failed(ctx.study) != failed_before:             # someone's trial went stale: close its run
-                close_orphan_runs(ctx.study, ctx.tracker)
             if timeout is not None and time.monotonic() - started > float(timeout):
                 bar.write(f"study.timeout={timeout}s reached")
                 return 0
             with budget_lock(ctx.setup.storage_url, ctx.setup.cfg_dict["study"]["name"]):
                 # check and ask under one lock: the asked trial is RUNNING before another worker counts
-                if budget_used(ctx.study) >= n_trials and not _has_waiting(ctx.study):
+                ledger.update()
+                if ledger.budget_used >= n_trials and not ledger.waiting:
                     return 0
-                trial = ctx.study.ask()
+                with warnings.catch_warnings():  # ask/tell with our own heartbeat thread (see heartbeat())
+                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize",
+                                            UserWarning)
+                    trial = ctx.study.ask()
+            if ledger.failed_all != failed_seen:                  # someone's trial went stale: close its run
+                close_orphan_runs(ctx.study, ctx.tracker)
             bar.set_postfix_str(f"trial {trial.number} running")
             run_trial(ctx, trial)
-            complete, failed = count_finished(ctx.study)
+            complete, failed = ledger.update().finished
+            failed_seen = ledger.failed_all
             bar.n = min(complete + failed, n_trials)
-            bar.set_postfix_str(f"done {complete} failed {failed} pareto {pareto_size(ctx.study, ctx.setup.objectives)}")
+            bar.set_postfix_str(f"done {complete} failed {failed} pareto {ledger.pareto_size}")
             bar.refresh()
-            if (message := _failure_rate_exceeded(ctx)) is not None:
+            if (message := _failure_rate_exceeded(ctx, complete, failed)) is not None:
                 bar.close()
                 print(f"squeeze: {message}", file=sys.stderr)
                 return 1

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainers import artifact
+from trainers import artifact, measure
 from trainers.data import load_dataset, split_test
-from trainers.measure import accuracy, int8_dynamic, torchscript
+from trainers.measure import accuracy, build_runtime
 from trainers.pipeline import FoldResult, run_fold
 
 BASE_CFG: dict[str, Any] = {
@@ -28,15 +28,13 @@ BASE_CFG: dict[str, Any] = {
 }
 
 
-RUNTIMES = {"fp32_dense", "torchscript", "int8_dynamic"}
+RUNTIMES = set(measure.RUNTIMES)
 
 
 def _runtime_model(result: FoldResult, X_val: torch.Tensor) -> torch.nn.Module:
     """The model of the artifact as the runtime the fold chose runs it."""
     loaded = artifact.load(result.artifact_path)
-    if result.runtime == "torchscript":
-        return torchscript(loaded, X_val[:1])
-    return int8_dynamic(loaded) if result.runtime == "int8_dynamic" else loaded
+    return build_runtime(loaded, result.runtime, X_val[:1])
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +77,7 @@ def _check_result(result: FoldResult) -> None:
 def test_run_fold_numbers_come_from_the_saved_file(fp32_runs, split) -> None:
     result = fp32_runs[0]
     _check_result(result)
-    assert result.runtime in {"fp32_dense", "torchscript"}          # nothing quantized: no int8 candidate
+    assert result.runtime in {"fp32_dense", "torchscript", "onnxruntime"}          # nothing quantized: no int8 candidate
     assert result.sparsity == 0.0 and result.avg_bits == 32.0
     loaded = artifact.load(result.artifact_path)
     X_val, y_val = torch.from_numpy(split[2]), torch.from_numpy(split[3])

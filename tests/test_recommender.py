@@ -34,10 +34,11 @@ def test_ecommerce_is_deterministic_and_seeded():
     assert not np.array_equal(a.X, other.X)
 
 
-def test_ecommerce_has_two_rows_per_user_with_item_category_brand_channels():
+def test_ecommerce_has_two_rows_per_user_with_item_side_and_user_channels():
     ds = load_dataset(TINY_SHOP)
-    assert ds.kind == "sequence" and ds.X.dtype == np.int64 and ds.X.shape == (120, 3, 10)
-    assert ds.feature_names == ["item", "category", "brand"]
+    assert ds.kind == "sequence" and ds.X.dtype == np.int64 and ds.X.shape == (120, 7, 10)
+    assert ds.feature_names == ["item", "category", "brand", "user:age_band", "user:interest1", "user:interest2",
+                                "user:interest3"]
     assert ds.classes[0] == "<pad>" and ds.n_classes == 41
     assert ds.heldout.sum() == 60 and sorted(ds.users[ds.heldout]) == list(range(60))
     real = ds.X[:, 0] > 0
@@ -302,7 +303,7 @@ def test_seqrec_pack_load_gives_identical_scores_and_requested_bits(shop, settin
 
     quant = SETTINGS[setting].get("quant", {"scheme": "none"})
     entries = {e["name"]: e for e in artifact.read_header(tmp_path / "m.sqz")["tensors"]}
-    for name in ("net.item_emb.weight", "net.side_emb.0.weight", "net.pos_emb.weight",
+    for name in ("net.item_emb.weight", "net.side_emb.0.weight", "net.user_emb.0.weight", "net.pos_emb.weight",
                  "net.blocks.0.attn.q.weight", "net.blocks.0.ffn.fc1.weight"):
         entry = entries[name]
         if quant["scheme"] == "none":

@@ -21,7 +21,7 @@ from search import names
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "repro"
-TINY = ["study.n_trials=3", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5",
+TINY = ["study.n_trials=3", "study.seed_recipes=[]", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5",
         "latency.warmup=2", "latency.throughput_batch=32", "space=compress_only"]
 
 
@@ -101,19 +101,19 @@ class StageSpy:
         self.row_id = {row.tobytes(): i for i, row in enumerate(X_all)}
         assert len(self.row_id) == len(X_all)                      # every row is distinct: ids are exact
         self.trained, self.scored, self.models = [], [], []
-        fit, score = trainers.pipeline.fit_compressed, trainers.pipeline.evaluate_artifact
+        fit, score = trainers.pipeline.fit_and_compress, trainers.pipeline.evaluate_artifact
 
-        def spy_fit(cfg, X, y, seed):
+        def spy_fit(cfg, X, y, seed, cache=None):
             self.trained.append(self.ids(X))
-            model, kept = fit(cfg, X, y, seed)
-            self.models.append(model)
-            return model, kept
+            fitted = fit(cfg, X, y, seed, cache)
+            self.models.append(fitted.model)
+            return fitted
 
         def spy_score(path, X, y, *args, **kwargs):
             self.scored.append(self.ids(X))
             return score(path, X, y, *args, **kwargs)
 
-        monkeypatch.setattr(trainers.pipeline, "fit_compressed", spy_fit)
+        monkeypatch.setattr(trainers.pipeline, "fit_and_compress", spy_fit)
         monkeypatch.setattr(trainers.pipeline, "evaluate_artifact", spy_score)
 
     def ids(self, X: np.ndarray) -> list[int]:

@@ -16,7 +16,7 @@ from search.pareto import non_dominated_mask
 ROOT = Path(__file__).resolve().parents[1]
 
 #: a study small enough for CI: 2 folds, 2 epochs, short latency protocol
-TINY = ["cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
+TINY = ["study.seed_recipes=[]", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
         "latency.throughput_batch=32", "space=compress_only"]
 
 
@@ -65,7 +65,7 @@ def test_sweep_records_one_parent_run_with_reference_and_front(study_dir):
     for key in ("reference_accuracy", "reference_size_bytes", "reference_latency_ms", names.N_PARETO,
                 names.HYPERVOLUME):
         assert key in parent.data.metrics, key
-    assert parent.data.params["cv.folds"] == "2" and parent.data.params["data.name"] == "digits"
+    assert parent.data.params["study.cv_folds"] == "2" and parent.data.params["study.data"] == "digits"
     files = {a.path for a in client(study_dir).list_artifacts(parent.info.run_id)}
     assert {names.PARETO_CSV, names.PARETO_HTML, names.PARETO_PNG, names.CONFIG_ARTIFACT, "split.json"} <= files
 
@@ -80,10 +80,11 @@ def test_every_trial_has_a_nested_run_with_params_config_and_metrics(study_dir):
     c = client(study_dir)
     for t in study.trials:
         run = by_number[t.number]
-        assert run.info.run_name == f"trial-{t.number}"
+        assert run.info.run_name.startswith(f"t{t.number:02d} ")
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags[names.STATE] == "COMPLETE" and run.info.status == "FINISHED"
-        assert set(run.data.params) == set(t.params)          # every sampled key, nothing else
+        # every sampled key, and the scheme and effective bits every trial has; nothing else
+        assert set(run.data.params) == set(t.params) | {names.QUANT_SCHEME, names.EFFECTIVE_BITS}
         for key, value in t.params.items():
             assert run.data.params[key] == (json.dumps(value) if isinstance(value, bool) else str(value))
         for m in (names.ACCURACY, names.ACCURACY_STD, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS,
@@ -93,7 +94,7 @@ def test_every_trial_has_a_nested_run_with_params_config_and_metrics(study_dir):
         assert run.data.metrics[names.SIZE_BYTES] == pytest.approx(t.values[1])
         ratio = parent.data.metrics["reference_size_bytes"] / run.data.metrics[names.SIZE_BYTES]
         assert run.data.metrics[names.COMPRESSION_RATIO] == pytest.approx(ratio)
-        assert len(c.get_metric_history(run.info.run_id, "fold_accuracy")) == 2
+        assert {"accuracy/fold0", "accuracy/fold1"} <= set(run.data.metrics)
         files = {a.path for a in c.list_artifacts(run.info.run_id)}
         assert names.CONFIG_ARTIFACT in files and "fold0.sqz" in files
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["target_ranks", "ranking_metrics", "rank_model", "item_counts", "rank_popularity"]
+__all__ = ["target_ranks", "ranking_metrics", "rank_model", "item_counts", "rank_popularity", "top_items"]
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -48,6 +48,24 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Ten
     ranks = above.sum(1)
     ranks[torch.isneginf(target_score[:, 0])] = n_items                      # the target was excluded
     return ranks
+
+
+def top_items(scores: torch.Tensor, seen: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B, min(k, V - 1))`` item ids recommended per request, best first, in exactly the order
+    :func:`target_ranks` ranks them: the item in column ``r`` has rank ``r`` (higher score first, ties by
+    the smaller id). Candidates are every item but 0 and the ``seen`` ones; when fewer than ``k`` are left,
+    the row ends in 0s.
+
+    Args:
+        scores: ``(B, V)`` a score per item id (column 0 = padding).
+        seen: ``(B, H)`` item ids not to recommend (0 = padding), e.g. everything the user interacted with.
+        k: how many items per request.
+    """
+    masked = scores.detach().to(torch.float64).clone()
+    masked[:, 0] = -math.inf
+    masked.scatter_(1, seen.long(), -math.inf)
+    top = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :min(k, scores.shape[1] - 1)]
+    return torch.where(torch.isneginf(masked.gather(1, top)), torch.zeros_like(top), top)
 
 
 def ranking_metrics(ranks: torch.Tensor | np.ndarray, k: int) -> dict[str, float]:

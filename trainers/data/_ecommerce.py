@@ -17,7 +17,9 @@ sells unseen items in the category. Within the candidates an item is drawn by po
 preference, never one the user already has. So the next item depends on the last category and the
 recent brands, which a sequence model can learn and a popularity ranking cannot.
 
-Channels of ``X``: ``item`` (1 .. n_items), ``category`` (1 .. n_categories), ``brand`` (1 .. n_brands).
+Channels of ``X``: ``item`` (1 .. n_items), ``category`` (1 .. n_categories), ``brand`` (1 .. n_brands),
+and the user's profile (:data:`USER_FEATURES`, the same at every event of a user): ``user:age_band``
+(1 .. 5) and ``user:interest1..3`` (the three interest categories in increasing order, 1 .. n_categories).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from trainers.data._sequence import MIN_EVENTS, from_histories
+from trainers.data._sequence import MIN_EVENTS, USER_PREFIX, from_histories
 from trainers.errors import InputError
 
-__all__ = ["ecommerce", "generate_histories"]
+__all__ = ["USER_FEATURES", "ecommerce", "generate_histories"]
 
 DEFAULTS = {
     "seed": 0, "n_users": 600, "n_items": 200, "n_categories": 10, "n_brands": 20, "brands_per_category": 4,
@@ -39,6 +41,9 @@ DEFAULTS = {
 }
 _RECENT_BRANDS = 3
 _AGE_BANDS = 5
+_INTERESTS = 3
+#: the user-profile channels (after item, category, brand)
+USER_FEATURES = ("age_band", *(f"interest{i}" for i in range(1, _INTERESTS + 1)))
 
 
 def _param(cfg: Mapping, key: str, lo: float, hi: float | None = None, integer: bool = True):
@@ -59,7 +64,8 @@ def _draw(rng: np.random.Generator, cumulative: np.ndarray) -> int:
 
 
 def generate_histories(cfg: Mapping) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-    """Users' event arrays ``(T_u, 3)`` = (item, category, brand), 1-based, oldest first; and the item table."""
+    """Users' event arrays ``(T_u, 7)`` = (item, category, brand, age band, interest 1..3), 1-based, oldest
+    first (the profile columns are the same on every row of a user); and the item table."""
     n_users = _param(cfg, "n_users", 1)
     n_items = _param(cfg, "n_items", 2)
     n_cat = _param(cfg, "n_categories", 3, n_items)
@@ -95,8 +101,10 @@ def generate_histories(cfg: Mapping) -> tuple[list[np.ndarray], dict[str, np.nda
     histories = []
     for _ in range(n_users):
         brand_weight = np.ones(n_brands)
-        brand_weight[band_brands[rng.integers(_AGE_BANDS)]] = 3.0
-        interests = rng.choice(n_cat, min(3, n_cat), replace=False)
+        band = int(rng.integers(_AGE_BANDS))
+        brand_weight[band_brands[band]] = 3.0
+        interests = rng.choice(n_cat, min(_INTERESTS, n_cat), replace=False)
+        profile = np.array([band + 1, *(np.sort(interests) + 1)], dtype=np.int64)
         seen = np.zeros(n_items, dtype=bool)
         events: list[int] = []
         for t in range(int(rng.integers(min_events, max_events + 1))):
@@ -116,7 +124,8 @@ def generate_histories(cfg: Mapping) -> tuple[list[np.ndarray], dict[str, np.nda
             seen[item] = True
             events.append(item)
         idx = np.asarray(events)
-        histories.append(np.stack([idx + 1, category[idx] + 1, brand[idx] + 1], axis=1).astype(np.int64))
+        items = np.stack([idx + 1, category[idx] + 1, brand[idx] + 1], axis=1).astype(np.int64)
+        histories.append(np.concatenate([items, np.broadcast_to(profile, (len(idx), len(profile)))], axis=1))
     return histories, {"category": category + 1, "brand": brand + 1, "popularity": popularity}
 
 
@@ -125,11 +134,17 @@ def ecommerce(data_cfg: Mapping):
 
     Example:
         >>> ds = ecommerce({"name": "ecommerce", "n_users": 20, "n_items": 50, "max_len": 10})
-        >>> ds.kind, ds.X.shape, ds.feature_names
-        ('sequence', (40, 3, 10), ['item', 'category', 'brand'])
+        >>> ds.kind, ds.X.shape, ds.feature_names[:4]
+        ('sequence', (40, 7, 10), ['item', 'category', 'brand', 'user:age_band'])
     """
-    histories, _ = generate_histories(data_cfg)
+    histories, table = generate_histories(data_cfg)
     n_items = _param(data_cfg, "n_items", 2)
+    n_cat = _param(data_cfg, "n_categories", 3, n_items)
     classes = ["<pad>", *(f"item{i}" for i in range(1, n_items + 1))]
-    return from_histories(histories, classes, ["item", "category", "brand"], str(data_cfg.get("name", "ecommerce")),
-                          _param(data_cfg, "max_len", 1))
+    interests = [str(c) for c in range(1, n_cat + 1)]
+    serving = {"item_features": {k: [0, *map(int, table[k])] for k in ("category", "brand")},
+               "user_features": {"age_band": [str(b) for b in range(1, _AGE_BANDS + 1)],
+                                 **{name: interests for name in USER_FEATURES[1:]}}}
+    names = ["item", "category", "brand", *(USER_PREFIX + n for n in USER_FEATURES)]
+    return from_histories(histories, classes, names, str(data_cfg.get("name", "ecommerce")),
+                          _param(data_cfg, "max_len", 1), serving)

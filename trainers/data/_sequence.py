@@ -12,11 +12,17 @@ test row      the events before the last one               the last event (test)
 ============  ==========================================  ==================================
 
 ``X`` is int64 ``(N, C, L)``: ``L = data.max_len`` most recent input events, **left-padded** with 0, and
-``C`` channels per event: channel 0 is the item id (``1 .. n_items``; 0 = padding), channels 1.. are
-item side features (category, brand, ...; ``1 .. V_c``, 0 = padding/unknown), named by
-``Dataset.feature_names``. ``y`` is the next item id. ``classes`` are the item names with ``classes[0]``
+``C`` channels per event: channel 0 is the item id (``1 .. n_items``; 0 = padding), then the item side
+features (category, brand, ...; ``1 .. V_c``, 0 = padding/unknown), then the **user features** (age band,
+interests, ...; names start with ``user:``; the user's value repeated at every event of the row, so the
+last position always holds it; 0 = unknown), all named by ``Dataset.feature_names``. The user channels
+are always the last ones; :func:`user_channels` says how many a data config gives (the trainer needs it
+before it sees the names). ``y`` is the next item id. ``classes`` are the item names with ``classes[0]``
 the padding id, so ``n_classes = n_items + 1`` is the size of the model's score vector.
 ``users[r]`` is the row's user, ``heldout[r]`` is True for the test rows.
+:class:`SequenceDataset` adds ``serving``: the JSON that turns a raw event log into rows again after
+training (each item's side-feature ids, each user feature's values), written into the shipped artifact's
+meta (key ``sequence``) for :mod:`search.predict`.
 
 Protocol (leave-last-out, users split by the folds)
 ---------------------------------------------------
@@ -33,34 +39,63 @@ Protocol (leave-last-out, users split by the folds)
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import KFold
 
+from trainers.data._dataset import Dataset
 from trainers.errors import InputError
 
-__all__ = ["MIN_EVENTS", "check_sequence_arrays", "check_sequence_dataset", "from_histories", "leave_last_out",
-           "user_folds"]
+__all__ = ["MIN_EVENTS", "USER_PREFIX", "SequenceDataset", "check_sequence_arrays", "check_sequence_dataset",
+           "from_histories", "leave_last_out", "user_channels", "user_folds"]
 
 #: a user needs one input event, the validation event and the test event
 MIN_EVENTS = 3
+#: channel names of user features start with this (``user:age_band``)
+USER_PREFIX = "user:"
+
+
+@dataclass
+class SequenceDataset(Dataset):
+    """A sequence :class:`Dataset` and ``serving``: how a raw event log becomes its rows again (plain JSON)::
+
+        {"item_features": {"category": [0, 3, 1, ...]},    # side-feature id of every item id (index)
+         "user_features": {"age_band": ["0", "1", ...]}}    # the values of each user feature: id = index + 1
+    """
+
+    serving: dict[str, Any] = field(default_factory=dict)
+
+
+def user_channels(data_cfg: Mapping) -> int:
+    """How many user-feature channels (the last channels of ``X``) the data config ``data_cfg`` gives."""
+    name = str(data_cfg.get("name"))
+    if name == "ecommerce":
+        from trainers.data._ecommerce import USER_FEATURES
+
+        return len(USER_FEATURES)
+    if name == "interactions":
+        from trainers.data._interactions import user_feature_names
+
+        return len(user_feature_names(data_cfg))
+    return 0
 
 
 def from_histories(histories: Sequence[np.ndarray], classes: list[str], feature_names: list[str], name: str,
-                   max_len: int):
-    """The two-rows-per-user :class:`Dataset` of time-ordered histories (see the module docstring).
+                   max_len: int, serving: Mapping[str, Any] | None = None) -> SequenceDataset:
+    """The two-rows-per-user :class:`SequenceDataset` of time-ordered histories (see the module docstring).
 
     Args:
         histories: one int64 array ``(T_u, C)`` per user, oldest event first, ``T_u >= 3``; column 0 is
-            the item id ``1 .. len(classes) - 1``, columns 1.. side-feature ids (0 = unknown).
+            the item id ``1 .. len(classes) - 1``, then side-feature ids and user-feature ids (0 = unknown).
         classes: item names, ``classes[0]`` = padding.
-        feature_names: the ``C`` channel names, ``"item"`` first.
+        feature_names: the ``C`` channel names, ``"item"`` first, user features (``user:...``) last.
         name: ``data.name``.
         max_len: input events kept per row (the most recent ones).
+        serving: :attr:`SequenceDataset.serving`.
     """
-    from trainers.data._dataset import Dataset
-
     if not isinstance(max_len, numbers.Integral) or isinstance(max_len, bool) or max_len < 1:
         raise InputError("data.max_len", f"must be an integer >= 1, got {max_len!r}")
     n_users, n_channels = len(histories), len(feature_names)
@@ -75,8 +110,9 @@ def from_histories(histories: Sequence[np.ndarray], classes: list[str], feature_
             y[row] = events[cut, 0]
     users = np.concatenate([np.arange(n_users), np.arange(n_users)]).astype(np.int64)
     heldout = np.repeat([False, True], n_users)
-    return Dataset(X=X, y=y, classes=list(classes), kind="sequence", name=name, feature_names=list(feature_names),
-                   users=users, heldout=heldout)
+    return SequenceDataset(X=X, y=y, classes=list(classes), kind="sequence", name=name,
+                           feature_names=list(feature_names), users=users, heldout=heldout,
+                           serving=dict(serving or {}))
 
 
 def check_sequence_arrays(ds) -> None:

@@ -55,16 +55,17 @@ def _scaled(sizes: list[int], width: float) -> list[int]:
 
 
 def net_spec_from_config(model_cfg: Mapping[str, Any], input_shape: list[int], n_classes: int,
-                         side_vocab: list[int] | None = None) -> dict[str, Any]:
+                         side_vocab: list[int] | None = None, user_vocab: list[int] | None = None) -> dict[str, Any]:
     """The architecture for ``model.*`` config keys, the (preprocessed) input shape and class count.
 
-    For ``seqrec``: ``input_shape`` is ``(C, L)`` event windows, ``n_classes = n_items + 1`` and
-    ``side_vocab`` the id-space size of each side-feature channel (used when ``model.side_features``).
+    For ``seqrec``: ``input_shape`` is ``(C, L)`` event windows, ``n_classes = n_items + 1``,
+    ``side_vocab`` the id-space size of each side-feature channel (used when ``model.side_features``) and
+    ``user_vocab`` that of each user-feature channel, the last channels (used when ``model.user_features``).
     """
     name, width = model_cfg["name"], float(model_cfg.get("width", 1.0))
     dropout = float(model_cfg.get("dropout", 0.0))
     if name == "seqrec":
-        return _seqrec_spec(model_cfg, input_shape, n_classes, side_vocab or [], width, dropout)
+        return _seqrec_spec(model_cfg, input_shape, n_classes, side_vocab or [], user_vocab or [], width, dropout)
     if name == "mlp":
         in_features = 1
         for d in input_shape:
@@ -80,7 +81,7 @@ def net_spec_from_config(model_cfg: Mapping[str, Any], input_shape: list[int], n
 
 
 def _seqrec_spec(model_cfg: Mapping[str, Any], input_shape: list[int], n_classes: int, side_vocab: list[int],
-                 width: float, dropout: float) -> dict[str, Any]:
+                 user_vocab: list[int], width: float, dropout: float) -> dict[str, Any]:
     """``d_model * width`` rounded to a multiple of ``heads``; ``max_len`` capped at the data's window."""
     if len(input_shape) != 2:
         raise InputError("model", f"seqrec needs sequence data (C, L) such as data=ecommerce; this data has shape "
@@ -92,4 +93,5 @@ def _seqrec_spec(model_cfg: Mapping[str, Any], input_shape: list[int], n_classes
             "ffn_hidden": [hidden] * int(model_cfg.get("blocks", 1)),
             "max_len": min(int(model_cfg.get("max_len", input_shape[1])), int(input_shape[1])),
             "dropout": dropout,
-            "side_vocab": list(side_vocab) if bool(model_cfg.get("side_features", True)) else []}
+            "side_vocab": list(side_vocab) if bool(model_cfg.get("side_features", True)) else [],
+            "user_vocab": list(user_vocab) if bool(model_cfg.get("user_features", True)) else []}

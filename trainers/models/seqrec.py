@@ -1,11 +1,13 @@
 """A self-attentive sequential recommender (SASRec-style): scores every item as the user's next event.
 
-    x (B, C, L) int64 events, left-padded with 0: channel 0 item ids, channels 1.. side features
+    x (B, C, L) int64 events, left-padded with 0: channel 0 item ids, channels 1.. side features,
+                the last channels user features (the same at every event of a row)
       -> keep the last max_len events                                         (B, C, T)
       -> item_emb(item) + sum_c side_emb[c](feature c) + pos_emb(position)   (B, T, D)   pads -> 0
       -> [x + Attention(LN(x)); x + FFN(LN(x))] * blocks, causal, pads -> 0   (B, T, D)
       -> LN -> last position h                                               (B, D)
-      -> scores = h @ item_emb.weight.T                                      (B, n_items + 1)
+      -> + u = sum_c user_emb[c](user feature c at the last position)        (B, D)
+      -> scores = (h + u) @ item_emb.weight.T                                (B, n_items + 1)
 
 * The output embedding is **tied** to the input item embedding (one table of ``n_items + 1`` rows, the
   largest tensor of the model; column 0 of the scores is the padding id and is never recommended).
@@ -16,6 +18,10 @@
   has an empty softmax); padding positions are zeroed after every block.
 * Side features (category, brand, ...) are optional: ``side_vocab`` lists the size of each feature's id
   space; ids beyond it (unseen in training) map to 0 = unknown.
+* User features (age band, interests, ...) are optional too: ``user_vocab`` lists their id-space sizes and
+  they are read from the **last** ``len(user_vocab)`` channels at the last position. Their embeddings
+  (zero at start, so training starts from the model without them) are added to the sequence state, a
+  user-level preference ``u . e_item`` on every score; the tables compress like any other embedding.
 * Training (:meth:`SeqRec.training_loss`, used by :func:`trainers.fit.train`) predicts the next item at **every** position with a full softmax over
   all items; inference scores the last position only.
 * Neuron pruning removes FFN hidden units (:meth:`SeqRec.unit_layers` / :meth:`SeqRec.keep_units`).
@@ -88,19 +94,24 @@ class SeqRec(nn.Module):
         max_len: int = 50,
         dropout: float = 0.2,
         side_vocab: list[int] | None = None,
+        user_vocab: list[int] | None = None,
     ) -> None:
         super().__init__()
         ffn_hidden = [d_model] * 2 if ffn_hidden is None else list(ffn_hidden)   # one FFN width per block
-        side_vocab = list(side_vocab or [])
+        side_vocab, user_vocab = list(side_vocab or []), list(user_vocab or [])
         assert n_items >= 2 and max_len >= 1 and ffn_hidden, f"bad SeqRec shape {n_items=} {max_len=} {ffn_hidden=}"
         self.n_items, self.max_len, self.drop_p, self.side_vocab = n_items, max_len, dropout, side_vocab
+        self.user_vocab = user_vocab
         self.item_emb = nn.Embedding(n_items + 1, d_model)                          # row 0 = padding
         self.side_emb = nn.ModuleList(nn.Embedding(v + 1, d_model) for v in side_vocab)
+        self.user_emb = nn.ModuleList(nn.Embedding(v + 1, d_model) for v in user_vocab)
         self.pos_emb = nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(Block(d_model, heads, h, dropout) for h in ffn_hidden)
         self.ln = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         nn.init.normal_(self.item_emb.weight, std=d_model ** -0.5)
+        for emb in self.user_emb:
+            nn.init.zeros_(emb.weight)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden state at every position: ``(B, C, L)`` events -> ``(B, T, D)``, ``T = min(L, max_len)``."""
@@ -120,13 +131,29 @@ class SeqRec(nn.Module):
             h = block(h, allowed) * keep
         return self.ln(h)
 
+    def user_state(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``(B, C, L)`` -> ``(B, D)``: the sum of the user-feature embeddings (None without user features)."""
+        if not self.user_vocab:
+            return None
+        ids = x[:, x.shape[1] - len(self.user_vocab):, -1]                         # (B, U) at the last position
+        u = None
+        for c, (emb, vocab) in enumerate(zip(self.user_emb, self.user_vocab)):
+            e = emb(torch.where(ids[:, c] <= vocab, ids[:, c], torch.zeros_like(ids[:, c])))   # unseen -> 0
+            u = e if u is None else u + e
+        return u
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, L)`` requests -> ``(B, n_items + 1)`` scores of every item as the next event."""
-        return self.encode(x)[:, -1] @ self.item_emb.weight.T
+        h = self.encode(x)[:, -1]                                                  # (B, D)
+        u = self.user_state(x)
+        return (h if u is None else h + u) @ self.item_emb.weight.T
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Next-item cross-entropy at every position with an event; the last position's target is ``y``."""
         h = self.encode(x)                                                         # (B, T, D)
+        u = self.user_state(x)
+        if u is not None:
+            h = h + u[:, None]
         items = x[:, 0, -h.shape[1]:]
         targets = torch.cat([items[:, 1:], y[:, None]], dim=1)                     # (B, T) next item per position
         real = items > 0                                                           # no loss on padding
@@ -145,6 +172,7 @@ class SeqRec(nn.Module):
             "max_len": self.max_len,
             "dropout": self.drop_p,
             "side_vocab": self.side_vocab,
+            "user_vocab": self.user_vocab,
         }
 
     def unit_layers(self) -> list[nn.Module]:
