@@ -248,8 +248,8 @@ def test_logged_pyfunc_takes_top_k_as_a_param(served, tmp_path):
     from search.pyfunc import log_pyfunc
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/m.db")
-    mlflow.set_experiment("serving")
-    with mlflow.start_run():
+    experiment = mlflow.create_experiment("serving", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
         info = log_pyfunc(served.path)
     top = mlflow.pyfunc.load_model(info.model_uri).predict(served.events, params={"top_k": 3})
     assert list(top.columns) == ["user", "rank", "item"] and top.groupby("user").size().eq(3).all()
