@@ -23,6 +23,17 @@ candidates, in the order they are tried (:data:`RUNTIMES`, a registry: name -> :
 Each candidate is timed at ``batch_size`` and replaces the current best only when at least 10% faster; the
 accuracy is then scored on the winner too. ``runtimes`` (config ``latency.runtimes``, null = all) restricts
 the candidates, e.g. ``[onnxruntime, onnxruntime_int8]`` for a user who deploys on ONNX Runtime.
+
+Paired latency (:func:`measure_paired`): given a second served model, the study's fp32 reference, the winner
+is timed against it in the same process in alternating blocks (reference, candidate, candidate, reference,
+... ; ``blocks`` rounds of ``repeats // (2 * blocks)`` calls per side, so the timed calls stay ``repeats``).
+Machine load that slows both sides cancels out of the per-block ratio; :func:`paired_stats` (pure) turns the
+blocks into the speedup (median over blocks of reference block median / candidate block median) and 95%
+bootstrap intervals over blocks (seeded) for the speedup and the candidate's latency. Measured against
+itself (A/A) the interval is the noise floor of the protocol on this machine.
+
+Overhead (:func:`empty_forward_ms`): the latency of a forward pass that computes nothing in a runtime, the
+per-call cost no compression can remove.
 """
 
 from __future__ import annotations
@@ -41,8 +52,9 @@ from torch import nn
 
 from trainers.errors import InputError
 
-__all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "Runtime", "accuracy", "build_runtime",
-           "candidate_runtimes", "choose_runtime", "int8_dynamic", "measure_latency", "onnxruntime", "torchscript"]
+__all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "PairedStats", "Runtime", "accuracy", "build_runtime",
+           "candidate_runtimes", "choose_runtime", "empty_forward_ms", "int8_dynamic", "measure_latency",
+           "measure_paired", "onnxruntime", "paired_stats", "torchscript"]
 
 
 #: a runtime replaces the current best only when at least 10% faster, so timing noise does not flip the
@@ -58,6 +70,7 @@ class LatencyProtocol:
     repeats: int = 100
     throughput_batch: int = 256
     runtimes: tuple[str, ...] | None = None     # candidate runtimes (names of RUNTIMES); None = all
+    blocks: int = 10                            # paired measurement: alternating rounds (reference, candidate)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LatencyProtocol:
@@ -67,7 +80,7 @@ class LatencyProtocol:
             InputError: at ``latency.runtimes`` for an unknown runtime or a value that is not a list.
         """
         kwargs: dict[str, Any] = {k: int(cfg[k]) for k in ("threads", "batch_size", "warmup", "repeats",
-                                                           "throughput_batch") if k in cfg}
+                                                           "throughput_batch", "blocks") if k in cfg}
         runtimes = cfg.get("runtimes")
         if runtimes is not None:
             if isinstance(runtimes, str) or not isinstance(runtimes, Sequence) or not runtimes \
@@ -97,11 +110,81 @@ class LatencyResult:
     throughput_per_s: float
     runtime: str
     protocol: LatencyProtocol
+    paired: PairedStats | None = None           # set by :func:`measure_paired`
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["protocol"] = self.protocol.as_dict()
         return out
+
+
+@dataclass(frozen=True)
+class PairedStats:
+    """A candidate timed against a reference in alternating blocks (:func:`paired_stats`).
+
+    Attributes:
+        speedup: reference latency / candidate latency, the median over blocks of the per-block ratio.
+        speedup_ci_low, speedup_ci_high: its 95% bootstrap interval over blocks.
+        latency_ms: the candidate's latency, the median of its per-block medians (per sample).
+        latency_ci_low, latency_ci_high: its 95% bootstrap interval over blocks.
+        reference_ms: the reference's latency measured in the same blocks.
+        blocks: how many blocks per side.
+    """
+
+    speedup: float
+    speedup_ci_low: float
+    speedup_ci_high: float
+    latency_ms: float
+    latency_ci_low: float
+    latency_ci_high: float
+    reference_ms: float
+    blocks: int
+
+    @property
+    def noise(self) -> float:
+        """Relative half-width of the speedup interval around 1: measured A/A (a model against itself), the
+        smallest latency difference this protocol can tell from noise."""
+        return float(max(self.speedup_ci_high - 1.0, 1.0 - self.speedup_ci_low, 0.0))
+
+
+def paired_stats(reference_ms: Any, candidate_ms: Any, level: float = 0.95, n_boot: int = 2000,
+                 seed: int = 0) -> PairedStats:
+    """The paired speedup and latency of per-call times measured in alternating blocks.
+
+    Each block is summarized by its median call (robust to a stray slow call); block ``b``'s ratio is
+    ``reference[b] / candidate[b]``, timed seconds apart, so load that slows both sides cancels. The speedup
+    is the median ratio over blocks; the intervals are percentile bootstraps over blocks (``n_boot``
+    resamples drawn from a generator seeded with ``seed``, so the same times give the same interval).
+
+    Args:
+        reference_ms, candidate_ms: per-call times, shape ``(blocks, calls)`` each, same ``blocks``.
+        level: coverage of the intervals.
+
+    Raises:
+        ValueError: on a shape mismatch, fewer than 2 blocks, or a time that is not positive.
+
+    Example:
+        >>> s = paired_stats([[2.0, 2.1], [4.0, 4.2]], [[1.0, 1.0], [2.0, 2.1]])
+        >>> round(s.speedup, 2), s.blocks
+        (2.02, 2)
+    """
+    ref = np.asarray(reference_ms, dtype=float)
+    cand = np.asarray(candidate_ms, dtype=float)
+    if ref.ndim != 2 or cand.ndim != 2 or ref.shape[0] != cand.shape[0] or ref.shape[0] < 2:
+        raise ValueError(f"reference_ms and candidate_ms must be (blocks >= 2, calls) with the same blocks, "
+                         f"got {ref.shape} and {cand.shape}")
+    if not (ref > 0).all() or not (cand > 0).all():
+        raise ValueError("call times must be positive")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level=}")
+    ref_b, cand_b = np.median(ref, axis=1), np.median(cand, axis=1)
+    ratio = ref_b / cand_b
+    picks = np.random.default_rng(seed).integers(0, len(ratio), size=(n_boot, len(ratio)))
+    tail = 100 * (1 - level) / 2
+    s_lo, s_hi = np.percentile(np.median(ratio[picks], axis=1), [tail, 100 - tail])
+    l_lo, l_hi = np.percentile(np.median(cand_b[picks], axis=1), [tail, 100 - tail])
+    return PairedStats(float(np.median(ratio)), float(s_lo), float(s_hi), float(np.median(cand_b)),
+                       float(l_lo), float(l_hi), float(np.median(ref_b)), len(ratio))
 
 
 @contextmanager
@@ -148,6 +231,82 @@ def measure_latency(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol
         runtime=runtime,
         protocol=p,
     )
+
+
+def _throughput(model: nn.Module, X: torch.Tensor, p: LatencyProtocol) -> float:
+    tp_calls = _time_calls(model, _batches(X, p.throughput_batch, 2 + max(5, p.repeats // 10)), 2)
+    return float(p.throughput_batch / (np.median(tp_calls) / 1e3))
+
+
+def measure_paired(candidate: nn.Module, reference: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
+                   runtime: str = "fp32_dense", seed: int = 0) -> LatencyResult:
+    """Time ``candidate`` against ``reference`` (two served models) on the same rows of ``X``, in alternating
+    blocks (see the module docstring); the result's ``paired`` holds the speedup and the intervals.
+
+    The timed calls are ``protocol.repeats`` in all (half per side; at least one call per block), so pairing
+    costs the reference's warm-up and no more timed calls than :func:`measure_latency`.
+    """
+    p = protocol
+    calls = max(1, p.repeats // (2 * p.blocks))
+    ref_ms = np.empty((p.blocks, calls))
+    cand_ms = np.empty((p.blocks, calls))
+    candidate.eval()
+    reference.eval()
+    with _threads(p.threads):
+        batches = _batches(X, p.batch_size, max(p.warmup, calls))
+        _time_calls(reference, batches[:p.warmup], p.warmup)
+        _time_calls(candidate, batches[:p.warmup], p.warmup)
+        for b in range(p.blocks):          # ABBA order: a linear drift in load hits both sides alike
+            first, second = (reference, candidate) if b % 2 == 0 else (candidate, reference)
+            t_first = _time_calls(first, batches[:calls], 0)
+            t_second = _time_calls(second, batches[:calls], 0)
+            ref_ms[b], cand_ms[b] = (t_first, t_second) if b % 2 == 0 else (t_second, t_first)
+        throughput = _throughput(candidate, X, p)
+    stats = paired_stats(ref_ms / p.batch_size, cand_ms / p.batch_size, seed=seed)
+    return LatencyResult(
+        latency_ms=stats.latency_ms,
+        latency_p90_ms=float(np.percentile(cand_ms / p.batch_size, 90)),
+        throughput_per_s=throughput,
+        runtime=runtime,
+        protocol=p,
+        paired=stats,
+    )
+
+
+class _Empty(nn.Module):
+    """A forward pass that computes nothing: one score per row."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)[:, :1]
+
+
+def _empty_onnx(example: torch.Tensor, threads: int) -> nn.Module:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from trainers.onnx_export import OUTPUT_NAME, OnnxRuntimeModel
+
+    elem = TensorProto.INT64 if example.dtype == torch.int64 else TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], [OUTPUT_NAME])], "empty",
+                              [helper.make_tensor_value_info("x", elem, None)],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, elem, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = min(proto.ir_version, 8)
+    onnx.checker.check_model(proto)
+    return OnnxRuntimeModel(proto, threads)
+
+
+def empty_forward_ms(runtime: str, X: torch.Tensor, protocol: LatencyProtocol) -> float:
+    """Latency (ms per sample, same protocol) of a forward pass that computes nothing, served the way
+    ``runtime`` serves a model: the per-call overhead that compression cannot remove."""
+    example = X[:protocol.batch_size]
+    if runtime.startswith("onnxruntime"):
+        served = _empty_onnx(example, protocol.threads)
+    elif runtime == "torchscript":
+        served = torchscript(_Empty(), example)
+    else:                                   # fp32_dense, int8_dynamic: eager PyTorch module call
+        served = _Empty()
+    return measure_latency(served, X, protocol, runtime).latency_ms
 
 
 def int8_dynamic(model: nn.Module) -> nn.Module:
@@ -225,13 +384,15 @@ def candidate_runtimes(model: nn.Module, quantized_bits: int | None,
 
 
 def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
-                   quantized_bits: int | None, runtime: str | None = None) -> tuple[nn.Module, LatencyResult]:
+                   quantized_bits: int | None, runtime: str | None = None,
+                   reference: nn.Module | None = None) -> tuple[nn.Module, LatencyResult]:
     """Measure the runtimes this artifact allows and return the fastest at ``protocol.batch_size``.
 
     ``quantized_bits``: the widest code width of the model's quantized weights (None = not quantized);
     int8 runtimes are candidates only when it is <= 8. ``protocol.runtimes`` restricts the candidates.
     ``runtime``: serve on this one instead of choosing (a reproduction scores on the runtime the study
-    recorded: int8 changes the outputs).
+    recorded: int8 changes the outputs). ``reference``: a served reference model; the result is then the
+    winner timed against it (:func:`measure_paired`) instead of alone.
 
     Raises:
         InputError: at ``latency.runtimes`` when none of the allowed runtimes applies to this model.
@@ -239,6 +400,8 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
     example = X[:protocol.batch_size]
     if runtime is not None:
         served = build_runtime(model, runtime, example, protocol.threads)
+        if reference is not None:
+            return served, measure_paired(served, reference, X, protocol, runtime)
         return served, measure_latency(served, X, protocol, runtime)
     names = candidate_runtimes(model, quantized_bits, protocol.runtimes)
     if not names:
@@ -251,6 +414,10 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
         result = measure_latency(served, X, protocol, name)
         if best is None or result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
             best_model, best = served, result
+    if reference is not None:
+        paired = measure_paired(best_model, reference, X, protocol, best.runtime)
+        best = LatencyResult(paired.latency_ms, paired.latency_p90_ms, best.throughput_per_s, best.runtime,
+                             protocol, paired.paired)
     return best_model, best
 
 

@@ -2,9 +2,13 @@
 
 What happens to which tensor:
 
-* **weights** of every Linear/Conv2d layer and every Embedding table (one row per item, quantized per
-  row) are pruned and quantized. With
-  ``compress.quant.quantize_first_last=false`` the first and last layer keep fp32 values (still pruned).
+* **weights** of every Linear/Conv1d/Conv2d layer and every Embedding table (one row per item, quantized
+  per row) are pruned and quantized, in any network, a user's own included; ``compress.include`` /
+  ``compress.exclude`` (fnmatch patterns over layer names, e.g. ``layers.0``; a user's module: names inside
+  it) narrow the selection. With ``compress.quant.quantize_first_last=false`` the first and last selected
+  layer keep fp32 values (still pruned).
+* **other layers** (LayerNorm, GRU, Conv3d, ...) and excluded ones keep fp32 weights, stored in the
+  artifact like any tensor (sizes stay true); :func:`trainers.artifact.uncompressed_modules` names them.
 * **biases** are neither pruned nor quantized: they are stored as fp32 (a few hundred numbers).
 * **neuron pruning** removes hidden units/channels (never inputs or classes) before weight pruning.
 * the **fine-tune** (``compress.finetune_epochs``, lr ``compress.finetune_lr`` or ``train.lr``) trains
@@ -17,9 +21,11 @@ What happens to which tensor:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
@@ -30,13 +36,36 @@ from trainers.compress.prune import Pruner, zhu_gupta_sparsity
 from trainers.compress.quantize import Encoded, Float32, Quantizer, make_quantizer
 from trainers.fit import train
 
-__all__ = ["CompressionReport", "compress", "compressible_layers"]
+__all__ = ["COMPRESSIBLE", "CompressionReport", "compress", "compressible_layers"]
 
 
-def compressible_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every Linear/Conv2d/Embedding layer in registration order: the layers whose weights
-    compress. An embedding table ``(rows, dim)`` is quantized per row (dim 0 = output channel)."""
-    return [(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Embedding))]
+#: the layer types whose ``weight`` is pruned and quantized (dim 0 = output channel)
+COMPRESSIBLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
+
+
+def _pattern_name(net: nn.Module, name: str) -> str:
+    """The name patterns match: inside the user's module for a :class:`~trainers.models.CustomNet`."""
+    return name.removeprefix(getattr(net, "pattern_root", ""))
+
+
+def _selected(name: str, include: Sequence[str] | None, exclude: Sequence[str] | None) -> bool:
+    return ((not include or any(fnmatchcase(name, p) for p in include))
+            and not any(fnmatchcase(name, p) for p in exclude or ()))
+
+
+def compressible_layers(net: nn.Module, include: Sequence[str] | None = None,
+                        exclude: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every Linear/Conv1d/Conv2d/Embedding layer in registration order whose name matches
+    an ``include`` pattern (none = all) and no ``exclude`` pattern: the layers whose weights compress. An
+    embedding table ``(rows, dim)`` is quantized per row (dim 0 = output channel).
+
+    Example:
+        >>> from trainers.models import MLP
+        >>> [n for n, _ in compressible_layers(MLP(4, [8, 8], 3), exclude=["layers.0"])]
+        ['layers.1', 'layers.2']
+    """
+    return [(name, m) for name, m in net.named_modules()
+            if isinstance(m, COMPRESSIBLE) and _selected(_pattern_name(net, name), include, exclude)]
 
 
 class _MaskedQuantized(nn.Module):
@@ -67,7 +96,7 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
     if float(neurons.get("ratio", 0.0)) > 0:
         report.units_kept = prune_neurons(net, X, float(neurons["ratio"]), neurons.get("importance", "mean_abs"))
 
-    layers = compressible_layers(net)
+    layers = compressible_layers(net, compress_cfg.get("include"), compress_cfg.get("exclude"))
     quant_cfg = compress_cfg.get("quant", {})
     keep_ends_fp32 = not bool(quant_cfg.get("quantize_first_last", True))
     quantizers = [

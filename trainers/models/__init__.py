@@ -1,6 +1,7 @@
 """Models: each readable top to bottom, each with ``spec()`` (plain-JSON architecture), ``unit_layers()``
-and ``keep_units()`` (physical neuron removal). :class:`Pipeline` = preprocessing + network, the unit that
-is trained, compressed, packed into one file and loaded back.
+and ``keep_units()`` (physical neuron removal); a user's own ``nn.Module`` comes in as :class:`CustomNet`
+(``model=custom model._target_=...``, :mod:`trainers.models.custom`). :class:`Pipeline` = preprocessing +
+network, the unit that is trained, compressed, packed into one file and loaded back.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from torch import nn
 
 from trainers.errors import InputError
 from trainers.models.cnn import CNN
+from trainers.models.custom import CustomNet, custom_spec
 from trainers.models.mlp import MLP
 from trainers.models.preprocess import Preprocess
 from trainers.models.seqrec import SeqRec
 
-__all__ = ["CNN", "MLP", "Pipeline", "Preprocess", "SeqRec", "build_net", "net_spec_from_config", "build_pipeline"]
+__all__ = ["CNN", "CustomNet", "MLP", "Pipeline", "Preprocess", "SeqRec", "build_net", "net_spec_from_config", "build_pipeline"]
 
-_NETS = {"mlp": MLP, "cnn": CNN, "seqrec": SeqRec}
+_NETS = {"mlp": MLP, "cnn": CNN, "seqrec": SeqRec, "custom": CustomNet}
 
 
 class Pipeline(nn.Module):
@@ -38,7 +40,9 @@ class Pipeline(nn.Module):
 
 
 def build_net(spec: Mapping[str, Any]) -> nn.Module:
-    """An untrained network of the architecture ``spec`` (as written by ``net.spec()``)."""
+    """An untrained network of the architecture ``spec`` (as written by ``net.spec()``); a ``custom`` spec
+    imports the user's class (:class:`CustomNet`): check where the spec came from first
+    (:func:`trainers.artifact.load` does)."""
     spec = dict(spec)
     kind = spec.pop("type")
     if kind not in _NETS:
@@ -61,7 +65,12 @@ def net_spec_from_config(model_cfg: Mapping[str, Any], input_shape: list[int], n
     For ``seqrec``: ``input_shape`` is ``(C, L)`` event windows, ``n_classes = n_items + 1``,
     ``side_vocab`` the id-space size of each side-feature channel (used when ``model.side_features``) and
     ``user_vocab`` that of each user-feature channel, the last channels (used when ``model.user_features``).
+
+    For ``custom``: ``model._target_`` names the user's class, ``model.kwargs`` its other arguments; the data's
+    shapes are passed by name (:func:`trainers.models.custom.custom_spec`).
     """
+    if model_cfg["name"] == "custom" or model_cfg.get("_target_") is not None:
+        return custom_spec(model_cfg, input_shape, n_classes)
     name, width = model_cfg["name"], float(model_cfg.get("width", 1.0))
     dropout = float(model_cfg.get("dropout", 0.0))
     if name == "seqrec":
