@@ -147,8 +147,9 @@ def test_resume_adds_trials_to_the_same_study_and_parent_run(study_dir):
 
 @pytest.mark.slow
 def test_failing_trials_are_recorded_failed_and_the_study_goes_on(tmp_path):
-    # SGD at lr 1e12 diverges in the fine-tune; the reference has no fine-tune, so only trials fail
-    proc = sweep(tmp_path, "study.name=bad", "study.n_trials=3", "study.max_failure_rate=1.0",
+    # lr 1e12 diverges in the fine-tune; the reference has no fine-tune, so only trials fail (train_only: the
+    # space does not sample the fine-tune, which compress_only now does)
+    proc = sweep(tmp_path, "study.name=bad", "study.n_trials=3", "study.max_failure_rate=1.0", "space=train_only",
                  "train.optimizer=sgd", "compress.finetune_lr=1e12", "compress.finetune_epochs=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = load_study(tmp_path, "bad")
@@ -161,7 +162,7 @@ def test_failing_trials_are_recorded_failed_and_the_study_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_failure_rate_stops_the_study_with_exit_code_1(tmp_path):
-    proc = sweep(tmp_path, "study.name=bad", "study.n_trials=10", "study.max_failure_rate=0.5",
+    proc = sweep(tmp_path, "study.name=bad", "study.n_trials=10", "study.max_failure_rate=0.5", "space=train_only",
                  "train.optimizer=sgd", "compress.finetune_lr=1e12", "compress.finetune_epochs=1")
     assert proc.returncode == 1
     assert "study.max_failure_rate" in proc.stderr
