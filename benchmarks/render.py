@@ -102,6 +102,52 @@ def search_wallclock(data: dict) -> str:
     return "\n".join(out)
 
 
+def latency(data: dict) -> str:
+    """Per model: noise, overhead, every artifact in every runtime, the cost of pairing, and the spread of the
+    paired speedup across processes (idle and with a core burning)."""
+    us = lambda ms: f"{1000 * ms:.1f}"  # noqa: E731
+    out = [f"Machine: {data['cpu_count']} cores, shared with other jobs (not idle). Protocol "
+           f"`{_settings(data['protocol'])}`, 10 alternating blocks; intervals are 95% bootstraps over blocks."]
+    for key, m in data["models"].items():
+        oh = m["overhead_ms"]
+        ref_oh = oh.get(m["reference_runtime"], float("nan"))
+        out += ["", f"### {key}", "",
+                f"fp32 reference: {m['reference_runtime']}, {us(m['reference_latency_ms'])} µs, accuracy "
+                f"{m['reference_accuracy']:.4f}. A/A (fp32 against itself): speedup {m['aa_speedup']:.3f} "
+                f"[{m['aa_ci'][0]:.3f}, {m['aa_ci'][1]:.3f}], noise floor ±{100 * m['latency_noise']:.1f}%. "
+                f"Empty forward (per-call overhead): " + ", ".join(f"{k} {us(v)} µs" for k, v in oh.items())
+                + f"; in the reference's runtime that is {100 * ref_oh / m['reference_latency_ms']:.0f}% of its latency.",
+                "", "| artifact | size (B) | runtime | accuracy | latency µs p50 [95% CI] | p90 µs | speedup vs fp32 same runtime [95% CI] |",
+                "|---|---:|---|---:|---:|---:|---:|"]
+        for a in m["artifacts"]:
+            for rt, r in a["runtimes"].items():
+                out.append(f"| {a['name']} | {a['size_bytes']} | {rt} | {r['accuracy']:.4f} | {us(r['latency_ms'])} "
+                           f"[{us(r['latency_ci'][0])}, {us(r['latency_ci'][1])}] | {us(r['latency_p90_ms'])} | "
+                           f"{r['speedup_vs_fp32_same_runtime']:.2f}× [{r['speedup_ci'][0]:.2f}, {r['speedup_ci'][1]:.2f}] |")
+        out += ["", "As a study scores them (best runtime, paired against the fp32 reference in its runtime) and what "
+                "pairing costs (evaluation seconds of one fold, alone → paired):", "",
+                "| artifact | best runtime | accuracy | paired speedup [95% CI] | unpaired speedup | eval s fold 0 | eval s other folds |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        for a in m["artifacts"]:
+            e0, e1 = a["eval_seconds_fold0"], a["eval_seconds_other_folds"]
+            out.append(f"| {a['name']} | {a['best_runtime']} | {a['accuracy']:.4f} | {a['speedup']:.2f}× "
+                       f"[{a['speedup_ci'][0]:.2f}, {a['speedup_ci'][1]:.2f}] | {a['unpaired_speedup']:.2f}× | "
+                       f"{e0['alone']:.3f} → {e0['paired']:.3f} | {e1['alone']:.3f} → {e1['paired']:.3f} |")
+        pr = m["processes"]
+        out += ["", f"{len(pr['idle']['runs'])} separate processes, `{pr['candidate']}` ({pr['runtime']}) against fp32 "
+                f"({m['reference_runtime']}); spread = (max − min) / median:", "",
+                "| machine | paired speedups | speedup spread | candidate latency spread | reference latency spread |",
+                "|---|---|---:|---:|---:|"]
+        for cond in ("idle", "busy"):
+            c = pr[cond]
+            label = "as is" if cond == "idle" else "+ a process burning a core"
+            speedups = ", ".join(format(r["speedup"], ".3f") for r in c["runs"])
+            out.append(f"| {label} | {speedups} | "
+                       f"{100 * c['speedup_spread']:.1f}% | {100 * c['latency_spread']:.1f}% | "
+                       f"{100 * c['reference_latency_spread']:.1f}% |")
+    return "\n".join(out)
+
+
 SECTIONS = [
     ("compression.json", "Compression techniques on digits (`benchmarks/compression.py`)",
      "LeNet-300-100 trained once per setting on the development rows, scored on the held-out test split, every "
@@ -132,6 +178,10 @@ SECTIONS = [
      "the end of the sweep, writing only runs whose `pareto` tag changes; *overhead*: the worker loop's bookkeeping "
      "per trial with `search.ledger.StudyLedger` (delta reads), sampler excluded, against the full reads it "
      "replaces; *TPE*: one ask + parameter sampling + tell of the default sampler at that size. Measured while other jobs shared the 2 cores (load average ~4): a quieter run (same code less the two-run probe in `tag_runs`) gave list + tag 3.4 / 4.0 / 4.4 s and overhead 0.007 / 0.014 / 0.025 s per trial at 1k / 5k / 10k.", scale),
+    ("latency.json", "Latency you can trust: paired speedups and the noise floor (`benchmarks/latency.py`)",
+     "mlp and cnn on digits (trained 6 epochs, one fine-tune epoch per compressed setting, 75/25 split); every "
+     "latency timed against fp32 in the same process in alternating blocks. seqrec is not in this run (its "
+     "training does not fit the 5-minute budget on 2 cores).", latency),
 ]
 
 

@@ -13,7 +13,19 @@ LATENCY_MS = "latency_ms"            # p50 per request on the loaded model, at l
 LATENCY_P90_MS = "latency_p90_ms"
 THROUGHPUT = "throughput_per_s"      # samples/s at latency.throughput_batch
 COMPRESSION_RATIO = "compression_ratio"  # reference size_bytes / size_bytes
-SPEEDUP = "speedup"                  # reference latency_ms / latency_ms
+SPEEDUP = "speedup"                  # reference latency / latency: paired (timed against the reference
+                                     # in the same process, alternating blocks) when the study keeps its
+                                     # reference artifacts, else reference latency_ms / latency_ms
+SPEEDUP_CI_LOW = "speedup_ci_low"    # 95% bootstrap interval (over blocks) of the paired speedup,
+SPEEDUP_CI_HIGH = "speedup_ci_high"  # mean over folds of each fold's bounds
+LATENCY_CI_LOW = "latency_ci_low"    # the same interval as latency: reference latency / speedup bound
+LATENCY_CI_HIGH = "latency_ci_high"
+LATENCY_MEASURED_MS = "latency_measured_ms"  # paired trials: the absolute latency measured in this process
+                                     # (latency_ms is then the reference's study latency / speedup)
+LATENCY_NOISE = "latency_noise"      # parent run: the reference timed against itself (A/A), relative
+                                     # half-width of its speedup interval; Pareto ties latencies within it
+LATENCY_OVERHEAD_MS = "latency_overhead_ms"        # parent run: an empty forward in the reference's runtime
+LATENCY_OVERHEAD_SHARE = "latency_overhead_share"  # parent run: latency_overhead_ms / reference latency_ms
 SPARSITY = "sparsity"                # share of zero weights among prunable weights
 AVG_BITS = "avg_bits"                # bits per kept weight in the file
 FIT_SECONDS = "fit_seconds"          # train + compress + fine-tune wall time per fold
@@ -45,7 +57,12 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
     LATENCY_P90_MS: "minimize",
     COMPRESSION_RATIO: "maximize",
     SPEEDUP: "maximize",
+    THROUGHPUT: "maximize",
 }
+
+#: objectives measured by timing: the Pareto front treats their differences within the study's
+#: ``latency_noise`` as ties (:func:`search.pareto.tied_non_dominated_mask`); the others compare exactly
+TIMED_OBJECTIVES = (LATENCY_MS, LATENCY_P90_MS, SPEEDUP, THROUGHPUT)
 
 # --- params of a trial besides the sampled ones --------------------------------------------------
 QUANT_SCHEME = "compress.quant.scheme"            # logged by every trial, sampled or not

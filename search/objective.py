@@ -26,6 +26,9 @@ __all__ = ["Evaluation", "evaluate_config", "reference_config", "fold_seed", "po
 FOLD_METRICS = (names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS, names.THROUGHPUT,
                 names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS, names.TRAIN_SECONDS, names.COMPRESS_SECONDS,
                 names.PACK_SECONDS, names.EVAL_SECONDS, names.BASE_CACHED)
+#: per-fold metrics of a fold timed against the study's reference (``references`` given), averaged the same way
+PAIRED_METRICS = (names.SPEEDUP, names.SPEEDUP_CI_LOW, names.SPEEDUP_CI_HIGH, names.LATENCY_CI_LOW,
+                  names.LATENCY_CI_HIGH, names.LATENCY_MEASURED_MS)
 
 
 @dataclass
@@ -71,13 +74,16 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
                     folds: list[tuple[np.ndarray, np.ndarray]], workdir: str | Path,
                     meta: Mapping[str, Any] | None = None,
                     runtimes: Sequence[str | None] | None = None, cache: Any = None,
-                    after_fold: Callable[[list[dict[str, float]]], bool] | None = None) -> Evaluation:
+                    after_fold: Callable[[list[dict[str, float]]], bool] | None = None,
+                    references: Sequence[Any] | None = None) -> Evaluation:
     """Cross-validate ``cfg`` on the development rows ``X, y`` with the study's ``folds``.
 
     Each fold trains on its training rows (or takes the fp32 base from ``cache``, a
     :class:`trainers.base_cache.BaseCache`), writes ``workdir/fold<k>.sqz`` and scores the model loaded
     from that file on its validation rows. ``after_fold(rows so far)`` is asked after every fold but the
     last; when it returns true the remaining folds are skipped (early stopping) and the evaluation says so.
+    ``references``: the study's fp32 reference artifact of each fold (:class:`trainers.pipeline.ReferenceArtifact`);
+    each fold is then timed against its reference (paired speedup and intervals, :data:`PAIRED_METRICS`).
     """
     from trainers.pipeline import run_fold  # torch-heavy: imported when a trial runs, not at start-up
 
@@ -92,8 +98,9 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
         runtime = runtimes[k] if runtimes and k < len(runtimes) else (results[0].runtime if results else None)
         result = run_fold(cfg, X[train_idx], y[train_idx], X[val_idx], y[val_idx],
                           seed=fold_seed(cfg["seed"], k), artifact_path=workdir / f"fold{k}.sqz", meta=meta,
-                          runtime=runtime, cache=cache)
+                          runtime=runtime, cache=cache, reference=references[k] if references else None)
         row = {m: float(getattr(result, m)) for m in FOLD_METRICS}
+        row.update({m: float(getattr(result, m)) for m in PAIRED_METRICS if getattr(result, m) is not None})
         if getattr(result, "ndcg", None) is not None:     # ranking: NDCG@k next to HR@k (= accuracy)
             row[names.NDCG] = float(result.ndcg)
         rows.append(row)

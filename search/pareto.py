@@ -28,6 +28,7 @@ __all__ = [
     "format_table",
     "hypervolume",
     "non_dominated_mask",
+    "tied_non_dominated_mask",
     "write_pareto_html",
     "write_pareto_png",
 ]
@@ -122,6 +123,102 @@ def non_dominated_mask(values: Any, directions: Sequence[str]) -> np.ndarray:
     idx = np.flatnonzero(~np.isnan(v).any(axis=1))
     mask[idx] = _non_dominated_min(v[idx])
     return mask
+
+
+def tied_non_dominated_mask(values: Any, directions: Sequence[str], tolerances: Sequence[float]) -> np.ndarray:
+    """Flag the points no other point dominates once differences within a relative tolerance are ties.
+
+    Timed objectives are noisy: a latency 3% below another's is no evidence of a faster model when
+    repeated measurements of one model spread by 5%. With ``tolerances[j] = eps`` (relative; 0 = exact,
+    as for size and accuracy), objective ``j`` of two points counts as
+
+    * a tie when the values differ by at most a factor ``1 + eps``;
+    * better only when better by more than that factor (``a * (1 + eps) < b`` for a minimized one).
+
+    A point is dominated when another is at least tied in every objective and better in one. Two
+    measurements of the same model (equal exact objectives, tolerant ones chained within ``eps``: each
+    within ``eps`` of the next) first get the same values (their best), so they are on or off the front
+    together whatever else the study holds. With every tolerance 0 this is :func:`non_dominated_mask`.
+
+    Values of a tolerant objective must be > 0 (latencies, speedups, throughputs); rows with NaN are
+    never on the front and never dominate.
+
+    Args:
+        values: array-like (n, m).
+        directions: m strings, ``"maximize"`` or ``"minimize"``.
+        tolerances: m relative tolerances >= 0.
+
+    Raises:
+        ValueError: on bad directions or shapes, a negative or non-finite tolerance, or a value <= 0 in a
+            tolerant column.
+
+    Example:
+        >>> tied_non_dominated_mask([[0.9, 1.00], [0.9, 1.03], [0.9, 1.20]], ["maximize", "minimize"],
+        ...                         [0.0, 0.05]).tolist()
+        [True, True, False]
+    """
+    v = _as_minimized(values, directions)
+    tol = np.asarray(tolerances, dtype=float).reshape(-1)
+    if tol.shape != (v.shape[1],) or not np.isfinite(tol).all() or (tol < 0).any():
+        raise ValueError(f"tolerances must be {v.shape[1]} finite numbers >= 0, one per objective, "
+                         f"got {list(tolerances)!r}")
+    if not tol.any():
+        return non_dominated_mask(values, directions)
+    mask = np.zeros(v.shape[0], dtype=bool)
+    idx = np.flatnonzero(~np.isnan(v).any(axis=1))
+    if len(idx) == 0:
+        return mask
+    v = v[idx]
+    tolerant = tol > 0
+    raw = np.abs(v[:, tolerant])
+    if (v[:, tolerant] * _signs(directions)[tolerant] <= 0).any():
+        bad = [i for i, t in enumerate(tol) if t > 0]
+        raise ValueError(f"values of the objectives with a tolerance (columns {bad}) must be > 0")
+    v[:, tolerant] = np.sign(v[:, tolerant]) * np.log(raw)      # minimized log scale: ties are within log1p(eps)
+    v = _merge_repeats(v, np.log1p(tol))
+    mask[idx] = _tied_non_dominated_min(v, np.log1p(tol))
+    return mask
+
+
+def _merge_repeats(v: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Give rows with equal exact columns (``t == 0``) whose tolerant columns chain within ``t`` the same
+    tolerant values (the chain's minimum), column by column."""
+    v = v.copy()
+    exact = t == 0
+    _, group = np.unique(v[:, exact], axis=0, return_inverse=True) if exact.any() else (None, np.zeros(len(v), int))
+    group = np.asarray(group).reshape(-1)
+    for j in np.flatnonzero(~exact):
+        order = np.lexsort((v[:, j], group))
+        g, x = group[order], v[order, j]
+        start = np.ones(len(x), dtype=bool)
+        start[1:] = (g[1:] != g[:-1]) | (x[1:] - x[:-1] > t[j])
+        chain = np.cumsum(start) - 1
+        v[order, j] = x[start][chain]                       # sorted ascending: a chain's first is its minimum
+    return v
+
+
+def _eps_dominated_by(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each row of ``b``: whether some row of ``a`` dominates it with ties within ``t`` (minimized)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(len(b), dtype=bool)
+    out = np.zeros(len(b), dtype=bool)
+    for lo in range(0, len(a), _BLOCK):
+        d = a[lo:lo + _BLOCK, None, :] - b[None, :, :]
+        out |= ((d <= t).all(axis=2) & (d < -t).any(axis=2)).any(axis=0)
+    return out
+
+
+def _tied_non_dominated_min(v: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """:func:`tied_non_dominated_mask` of NaN-free minimized rows (tolerant columns on a log scale).
+
+    The relation is not transitive, so no sort sweeps it; instead the exact front (cheap) culls every row
+    it dominates with ties, and each survivor is checked against every row."""
+    seed = v[_non_dominated_min(v)]
+    alive = np.flatnonzero(~np.concatenate([_eps_dominated_by(seed, v[lo:lo + 16 * _BLOCK], t)
+                                            for lo in range(0, len(v), 16 * _BLOCK)]))
+    out = np.zeros(len(v), dtype=bool)
+    out[alive] = ~_eps_dominated_by(v, v[alive], t)
+    return out
 
 
 def _dominated_by(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from search import names
-from search.ledger import is_feasible, read_completed
-from search.pareto import ParetoPoint, format_table, hypervolume, non_dominated_mask
+from search.ledger import is_feasible, latency_noise, pareto_mask, read_completed
+from search.pareto import ParetoPoint, format_table, hypervolume
 
 __all__ = ["TrialRow", "FrontView", "collect", "collect_front", "hypervolume_of", "hypervolume_of_values",
            "pareto_table", "pareto_csv", "write_plots", "tag_runs", "HV_MINIMIZE_BOUND", "reproduce_command"]
@@ -60,7 +60,8 @@ def _directions(objectives: Sequence[str]) -> list[str]:
 
 def collect(study, objectives: Sequence[str]) -> list[TrialRow]:
     """Every trial of ``study`` as a :class:`TrialRow`, with ``pareto`` set for the non-dominated completed
-    feasible ones (directions from :data:`search.names.OBJECTIVE_DIRECTIONS`).
+    feasible ones (directions from :data:`search.names.OBJECTIVE_DIRECTIONS`; latencies within the study's
+    noise floor are ties: :func:`search.ledger.pareto_mask`).
 
     Builds every trial: cheap in a worker whose storage cache already holds them (the end of a sweep),
     seconds for a cold process on a large study, where :func:`collect_front` reads only what the table needs.
@@ -69,7 +70,7 @@ def collect(study, objectives: Sequence[str]) -> list[TrialRow]:
     candidates = [r for r in rows if r.state == "COMPLETE" and r.feasible and r.values]
     if candidates:
         values = np.array([[r.values[o] for o in objectives] for r in candidates], dtype=float)
-        mask = non_dominated_mask(values, _directions(objectives))
+        mask = pareto_mask(values, objectives, latency_noise(study))
         for row, is_front in zip(candidates, mask):
             row.pareto = bool(is_front)
     return rows
@@ -98,7 +99,7 @@ def collect_front(study, objectives: Sequence[str]) -> FrontView:
     done = read_completed(study)
     ok = done.feasible & ~np.isnan(done.values).any(axis=1)
     values = done.values[ok]
-    mask = non_dominated_mask(values, _directions(objectives))
+    mask = pareto_mask(values, objectives, latency_noise(study))
     front = []
     for trial_id in done.trial_ids[ok][mask]:
         row = _row(study._storage.get_trial(int(trial_id)), objectives)

@@ -244,6 +244,35 @@ def longest_training(setup: Setup) -> tuple[int, int]:
             high("compress.finetune_epochs", cfg["compress"]["finetune_epochs"]))
 
 
+def _latency_floor(setup: Setup, ev, ref_dir: Path, X, y, study) -> dict[str, float]:
+    """Keep the reference's fold artifacts for the trials (study attr ``reference_artifacts``), time fold 0
+    against itself (A/A: ``latency_noise``, the study attr the Pareto ties use) and an empty forward in its
+    runtime (``latency_overhead_ms`` and its share of the reference's latency)."""
+    import numpy as np
+    import torch
+
+    from search.ledger import LATENCY_NOISE_ATTR, REFERENCE_ARTIFACTS_ATTR
+    from trainers.measure import LatencyProtocol, empty_forward_ms
+    from trainers.pipeline import ReferenceArtifact, evaluate_artifact
+
+    cfg = setup.cfg_dict
+    refs = [ReferenceArtifact(str((ref_dir / f"fold{k}.sqz").resolve()), ev.runtimes[k], fold[names.LATENCY_MS])
+            for k, fold in enumerate(ev.folds)]
+    X0, y0 = X[setup.folds[0][1]], y[setup.folds[0][1]]
+    aa = evaluate_artifact(refs[0].path, X0, y0, cfg["latency"], k=int(cfg["data"].get("top_k", 10)),
+                           runtime=refs[0].runtime, reference=refs[0])
+    noise = max(aa[names.SPEEDUP_CI_HIGH] - 1.0, 1.0 - aa[names.SPEEDUP_CI_LOW], 0.0)
+    X0t = torch.from_numpy(np.ascontiguousarray(X0, dtype=np.int64 if setup.dataset.kind == "sequence" else np.float32))
+    overhead = empty_forward_ms(refs[0].runtime, X0t, LatencyProtocol.from_config(cfg["latency"]))
+    study.set_user_attr(REFERENCE_ARTIFACTS_ATTR, [vars(r) for r in refs])
+    study.set_user_attr(LATENCY_NOISE_ATTR, noise)
+    print(f"latency noise floor (A/A): ±{100 * noise:.1f}%; an empty forward in {refs[0].runtime} takes "
+          f"{overhead:.4g} ms = {100 * overhead / refs[0].latency_ms:.0f}% of the reference's latency",
+          file=sys.stderr, flush=True)
+    return {names.LATENCY_NOISE: noise, names.LATENCY_OVERHEAD_MS: overhead,
+            names.LATENCY_OVERHEAD_SHARE: overhead / refs[0].latency_ms}
+
+
 def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> dict[str, float]:
     """The fp32 reference (same data, model, training; no compression), evaluated once per study, and the
     long reference: the same model trained as long as the longest trial trains (``reference_long_*``), so a
@@ -255,11 +284,13 @@ def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> di
     print("evaluating the fp32 reference ...", file=sys.stderr, flush=True)
     ds = setup.dataset
     X, y = ds.X[setup.dev_idx], ds.y[setup.dev_idx]
-    with tempfile.TemporaryDirectory(prefix="squeeze-ref-") as tmp:
-        ev = evaluate_config(reference_config(setup.cfg_dict), X, y, setup.folds, tmp,
-                             meta={"classes": ds.classes}, cache=setup.base_cache)
+    # the reference's fold artifacts stay beside the base cache: every trial's fold is timed against its own
+    ref_dir = base_cache_dir(setup.cfg_dict, setup.storage_url) / "reference"
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    ev = evaluate_config(reference_config(setup.cfg_dict), X, y, setup.folds, ref_dir,
+                         meta={"classes": ds.classes}, cache=setup.base_cache)
     ref = dict(ev.metrics)
-    extra: dict[str, float] = {}
+    extra = _latency_floor(setup, ev, ref_dir, X, y, study)
     train_epochs, finetune_epochs = longest_training(setup)
     extra[names.REFERENCE_LONG_ACCURACY] = ref[names.ACCURACY]
     if (train_epochs, finetune_epochs) != (int(setup.cfg_dict["train"]["epochs"]), 0):

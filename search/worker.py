@@ -233,6 +233,7 @@ def run_trial(ctx: Context, trial) -> str:
     import optuna
     from omegaconf import OmegaConf
 
+    from search.ledger import reference_artifacts
     from search.objective import evaluate_config
     from search.recipes import RECIPE_ATTR
     from search.space import apply_values, sample
@@ -263,12 +264,13 @@ def run_trial(ctx: Context, trial) -> str:
             with tempfile.TemporaryDirectory(prefix="squeeze-trial-") as tmp:
                 ev = evaluate_config(cfg_dict, ds.X[setup.dev_idx], ds.y[setup.dev_idx], setup.folds, tmp,
                                      meta={"classes": ds.classes, "study": study_name, "trial": trial.number},
-                                     cache=setup.base_cache, after_fold=_early_stopper(ctx, trial.number))
+                                     cache=setup.base_cache, after_fold=_early_stopper(ctx, trial.number),
+                                     references=reference_artifacts(ctx.study))
                 tracker.log_file(run_id, ev.artifact_path)
         metrics = dict(ev.metrics)
         ref = ctx.reference
         metrics[names.COMPRESSION_RATIO] = ref[names.SIZE_BYTES] / metrics[names.SIZE_BYTES]
-        metrics[names.SPEEDUP] = ref[names.LATENCY_MS] / metrics[names.LATENCY_MS]
+        metrics.setdefault(names.SPEEDUP, ref[names.LATENCY_MS] / metrics[names.LATENCY_MS])  # paired when timed so
         metrics[names.FOLDS_RUN] = float(ev.folds_run)
         metrics[names.SIZE_KIB] = metrics[names.SIZE_BYTES] / 1024
         tracker.log(run_id, metrics=metrics, tags={names.RUNTIME: ev.runtime,

@@ -94,8 +94,10 @@ class LatencyProtocol:
         return cls(**kwargs)
 
     def as_dict(self) -> dict[str, Any]:
-        """The protocol as logged (``runtimes`` only when restricted)."""
+        """The protocol as logged (``runtimes`` only when restricted; ``blocks`` by :class:`LatencyResult`
+        when the measurement was paired)."""
         out = asdict(self)
+        del out["blocks"]
         if self.runtimes is None:
             del out["runtimes"]
         else:
@@ -115,6 +117,8 @@ class LatencyResult:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["protocol"] = self.protocol.as_dict()
+        if self.paired is not None:
+            out["protocol"]["blocks"] = self.protocol.blocks
         return out
 
 
@@ -288,8 +292,8 @@ def _empty_onnx(example: torch.Tensor, threads: int) -> nn.Module:
 
     elem = TensorProto.INT64 if example.dtype == torch.int64 else TensorProto.FLOAT
     graph = helper.make_graph([helper.make_node("Identity", ["x"], [OUTPUT_NAME])], "empty",
-                              [helper.make_tensor_value_info("x", elem, None)],
-                              [helper.make_tensor_value_info(OUTPUT_NAME, elem, None)])
+                              [helper.make_tensor_value_info("x", elem, [None] * example.dim())],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, elem, [None] * example.dim())])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = min(proto.ir_version, 8)
     onnx.checker.check_model(proto)

@@ -32,11 +32,11 @@ from trainers.compress import compress
 from trainers.data import Preprocessor
 from trainers.data._sequence import user_channels
 from trainers.fit import resolve_device, seed_everything, train
-from trainers.measure import LatencyProtocol, accuracy, choose_runtime
+from trainers.measure import LatencyProtocol, LatencyResult, accuracy, build_runtime, choose_runtime
 from trainers.models import Pipeline, Preprocess, build_net, build_pipeline, net_spec_from_config
 from trainers.ranking import rank_model
 
-__all__ = ["FoldResult", "Fitted", "RANKERS", "fit_base", "fit_and_compress", "fit_compressed", "evaluate_artifact",
+__all__ = ["FoldResult", "Fitted", "RANKERS", "ReferenceArtifact", "fit_base", "fit_and_compress", "fit_compressed", "evaluate_artifact",
            "is_ranking", "run_fold"]
 
 #: network types that rank items (sequence data) instead of classifying rows
@@ -63,6 +63,13 @@ class FoldResult:
     train_seconds: float = 0.0     # fp32 base: preprocessing + training, or loading it from the base cache
     compress_seconds: float = 0.0  # compression + fine-tune + encoding
     base_cached: bool = False      # the fp32 base came from the base cache
+    # timed against the study's fp32 reference (``reference`` given; None otherwise), see evaluate_artifact
+    speedup: float | None = None
+    speedup_ci_low: float | None = None
+    speedup_ci_high: float | None = None
+    latency_ci_low: float | None = None
+    latency_ci_high: float | None = None
+    latency_measured_ms: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """The numeric fields, named as in :mod:`search.names`."""
@@ -159,27 +166,74 @@ def fit_compressed(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndar
     return fitted.model, fitted.units_kept
 
 
+@dataclass(frozen=True)
+class ReferenceArtifact:
+    """The study's fp32 reference artifact of one fold, to time a trial's fold against.
+
+    Attributes:
+        path: the reference's ``fold<k>.sqz``.
+        runtime: the runtime the reference was served on.
+        latency_ms: the reference's latency of that fold measured when the study started.
+    """
+
+    path: str
+    runtime: str
+    latency_ms: float
+
+
+#: served references by (file, runtime, threads, batch): a worker times many trials against the same few
+_SERVED_REFERENCES: dict[tuple[Any, ...], torch.nn.Module] = {}
+
+
+def _served_reference(ref: ReferenceArtifact, example: torch.Tensor, threads: int) -> torch.nn.Module:
+    stat = Path(ref.path).stat()
+    key = (str(Path(ref.path).resolve()), stat.st_mtime_ns, stat.st_size, ref.runtime, threads, tuple(example.shape))
+    if key not in _SERVED_REFERENCES:
+        if len(_SERVED_REFERENCES) >= 16:
+            _SERVED_REFERENCES.pop(next(iter(_SERVED_REFERENCES)))
+        _SERVED_REFERENCES[key] = build_runtime(artifact.load(ref.path), ref.runtime, example, threads).eval()
+    return _SERVED_REFERENCES[key]
+
+
+def _timed(loaded: Pipeline, Xt: torch.Tensor, latency_cfg: Mapping[str, Any], runtime: str | None,
+           reference: ReferenceArtifact | None) -> tuple[torch.nn.Module, LatencyResult, dict[str, Any]]:
+    """Serve and time ``loaded`` (against ``reference`` when given); the latency fields of the result."""
+    protocol = LatencyProtocol.from_config(latency_cfg)
+    quantized = [e.bits for e in loaded.encodings.values() if e.scheme != "fp32"]
+    served_ref = _served_reference(reference, Xt[:protocol.batch_size], protocol.threads) if reference else None
+    runtime_model, lat = choose_runtime(loaded, Xt, protocol, max(quantized) if quantized else None, runtime,
+                                        served_ref)
+    out = {"latency_ms": lat.latency_ms, "latency_p90_ms": lat.latency_p90_ms,
+           "throughput_per_s": lat.throughput_per_s, "runtime": lat.runtime,
+           "latency_protocol": lat.as_dict()["protocol"]}
+    if lat.paired is not None:      # timed against the reference in alternating blocks: a paired speedup
+        # latency_ms stays what was measured in this process (a measured name carries a measured number); the
+        # speedup is the paired ratio that machine load cancels out of
+        s = lat.paired
+        out.update(latency_measured_ms=lat.latency_ms, speedup=s.speedup, speedup_ci_low=s.speedup_ci_low,
+                   speedup_ci_high=s.speedup_ci_high, latency_ci_low=s.latency_ci_low,
+                   latency_ci_high=s.latency_ci_high)
+    return runtime_model, lat, out
+
+
 def evaluate_artifact(path: str | Path, X: np.ndarray, y: np.ndarray, latency_cfg: Mapping[str, Any],
-                      k: int = 10, runtime: str | None = None) -> dict[str, Any]:
+                      k: int = 10, runtime: str | None = None,
+                      reference: ReferenceArtifact | None = None) -> dict[str, Any]:
     """Load the file, pick the fastest runtime it allows (or serve on ``runtime``), score and time it
-    (a ranker: HR@k and NDCG@k)."""
+    (a ranker: HR@k and NDCG@k). With ``reference`` the chosen runtime is timed against the study's fp32
+    reference in alternating blocks (:func:`trainers.measure.measure_paired`): ``speedup`` and its
+    interval are paired; ``latency_ms`` and its interval are measured in this process, as without it."""
     loaded = artifact.load(path)
     if loaded.net.spec()["type"] in RANKERS:
-        return _evaluate_ranker(path, loaded, X, y, latency_cfg, k, runtime)
+        return _evaluate_ranker(path, loaded, X, y, latency_cfg, k, runtime, reference)
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    quantized = [e.bits for e in loaded.encodings.values() if e.scheme != "fp32"]
-    runtime_model, lat = choose_runtime(loaded, Xt, LatencyProtocol.from_config(latency_cfg),
-                                        max(quantized) if quantized else None, runtime)
+    runtime_model, _, timing = _timed(loaded, Xt, latency_cfg, runtime, reference)
     stats = artifact.weight_stats(loaded)
     return {
         "accuracy": accuracy(runtime_model, Xt, yt),
         "size_bytes": Path(path).stat().st_size,
-        "latency_ms": lat.latency_ms,
-        "latency_p90_ms": lat.latency_p90_ms,
-        "throughput_per_s": lat.throughput_per_s,
-        "runtime": lat.runtime,
-        "latency_protocol": lat.as_dict()["protocol"],
+        **timing,
         **stats,
     }
 
@@ -187,9 +241,10 @@ def evaluate_artifact(path: str | Path, X: np.ndarray, y: np.ndarray, latency_cf
 def run_fold(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
              y_val: np.ndarray, seed: int, artifact_path: str | Path,
              meta: Mapping[str, Any] | None = None, runtime: str | None = None,
-             cache: BaseCache | None = None) -> FoldResult:
+             cache: BaseCache | None = None, reference: ReferenceArtifact | None = None) -> FoldResult:
     """Train (or take the fp32 base from ``cache``), compress, write the artifact, load it back and measure
     it (see the module docstring). ``runtime``: score on this runtime instead of the fastest (reproductions).
+    ``reference``: time it against the study's fp32 reference of this fold (paired speedup).
     The result does not depend on ``cache``: a cached base is bit-identical to a trained one."""
     fitted = fit_and_compress(cfg, X_train, y_train, seed, cache)
     start = time.perf_counter()
@@ -197,7 +252,8 @@ def run_fold(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, X
     pack_seconds = time.perf_counter() - start
     start = time.perf_counter()
     scores = evaluate_artifact(artifact_path, X_val, y_val, cfg["latency"],
-                               k=int(cfg.get("data", {}).get("top_k", 10)), runtime=runtime)
+                               k=int(cfg.get("data", {}).get("top_k", 10)), runtime=runtime,
+                               reference=reference)
     return FoldResult(fit_seconds=fitted.train_seconds + fitted.compress_seconds, pack_seconds=pack_seconds,
                       eval_seconds=time.perf_counter() - start, artifact_path=str(artifact_path),
                       units_kept=fitted.units_kept, train_seconds=fitted.train_seconds,
@@ -212,22 +268,17 @@ def is_ranking(cfg: Mapping[str, Any]) -> bool:
 
 
 def _evaluate_ranker(path: str | Path, loaded: Pipeline, X: np.ndarray, y: np.ndarray,
-                     latency_cfg: Mapping[str, Any], k: int, runtime: str | None = None) -> dict[str, Any]:
+                     latency_cfg: Mapping[str, Any], k: int, runtime: str | None = None,
+                     reference: ReferenceArtifact | None = None) -> dict[str, Any]:
     """HR@k (as ``accuracy``) and NDCG@k of the loaded ranker; latency = scoring all items for one request."""
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.int64))
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    quantized = [e.bits for e in loaded.encodings.values() if e.scheme != "fp32"]
-    runtime_model, lat = choose_runtime(loaded, Xt, LatencyProtocol.from_config(latency_cfg),
-                                        max(quantized) if quantized else None, runtime)
+    runtime_model, _, timing = _timed(loaded, Xt, latency_cfg, runtime, reference)
     ranking = rank_model(runtime_model, Xt, yt, k)
     return {
         "accuracy": ranking["hr"],
         "ndcg": ranking["ndcg"],
         "size_bytes": Path(path).stat().st_size,
-        "latency_ms": lat.latency_ms,
-        "latency_p90_ms": lat.latency_p90_ms,
-        "throughput_per_s": lat.throughput_per_s,
-        "runtime": lat.runtime,
-        "latency_protocol": lat.as_dict()["protocol"],
+        **timing,
         **artifact.weight_stats(loaded),
     }
