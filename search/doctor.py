@@ -131,7 +131,7 @@ def _fix(study, tracker) -> None:
 def main(argv: list[str]) -> int:
     import optuna
 
-    from search.config import compose, split_args
+    from search.config import compose, parse_key_values, split_args
     from search.storage import open_storage
     from search.tracking import Tracker
     from trainers.errors import InputError
@@ -142,10 +142,10 @@ def main(argv: list[str]) -> int:
               "(orphan RUNNING runs,\nmissing or duplicate runs, duplicate parent runs); fix=true repairs "
               "what can be repaired.\nExit code 0 when healthy (or repaired), 1 when problems remain.")
         return 0
-    fix = "fix=true" in argv
-    argv = [a for a in argv if not a.startswith("fix=")]
     try:
-        cfg = compose(split_args(argv))
+        fixes = [a for a in argv if a.startswith("fix=")]
+        fix = bool(parse_key_values(fixes[-1:], ("fix",), {"fix": bool}).get("fix", False))  # fix=True is true
+        cfg = compose(split_args([a for a in argv if not a.startswith("fix=")]))
         storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds, must_exist=True)
         try:
             study = optuna.load_study(study_name=cfg.study.name, storage=storage)

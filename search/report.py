@@ -178,10 +178,29 @@ def pareto_table(rows: Sequence[TrialRow], with_commands: bool = True, tracking_
     columns = [("trial", "trial"), ("run_id", "run id"), ("accuracy", "accuracy ± std"), ("size", "size"),
                ("ratio", "ratio"), ("latency_ms", "latency ms"), ("speedup", "speedup"), ("params", "key params")]
     text = format_table(table_rows, columns, formats={"ratio": ".1f", "latency_ms": ".4f", "speedup": ".2f"})
+    if not front:
+        text += "\n" + empty_front_reason(rows)
     if with_commands and front:
         text += "\n\nReproduce a Pareto trial:\n" + "\n".join(
             f"  trial {r.number}: {reproduce_command(r, tracking_uri, data_path)}" for r in front)
     return text
+
+
+def empty_front_reason(rows: Sequence[TrialRow]) -> str:
+    """Why no trial is on the front: none finished, or every finished one broke a constraint."""
+    complete = [r for r in rows if r.state == "COMPLETE"]
+    if not complete:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(_count_states(rows).items())) or "no trials"
+        return f"(no Pareto trial: no trial completed — {states})"
+    return (f"(no Pareto trial: all {len(complete)} completed trials break a constraint "
+            "(study.min_accuracy / max_size_bytes / max_latency_ms): loosen it or run more trials)")
+
+
+def _count_states(rows: Sequence[TrialRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return counts
 
 
 def _bytes(n: float | None) -> str:

@@ -417,3 +417,13 @@ def test_import_is_light():
     code = "import sys, search.pareto; print('plotly' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_an_empty_front_says_why():
+    from search.report import TrialRow, pareto_table
+
+    infeasible = [TrialRow(number=i, state="COMPLETE", run_id=None, values={"accuracy": 0.5}, feasible=False)
+                  for i in range(3)]
+    assert "all 3 completed trials break a constraint" in pareto_table(infeasible)
+    failed = [TrialRow(number=0, state="FAIL", run_id=None), TrialRow(number=1, state="PRUNED", run_id=None)]
+    assert "no trial completed — 1 FAIL, 1 PRUNED" in pareto_table(failed)

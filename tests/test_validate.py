@@ -407,3 +407,13 @@ def test_bad_when(make_cfg, when, fragment):
     err = _error(validate_space, make_cfg(), parse_space(space))
     assert err.where == "space.when.compress.quant.bits"
     assert fragment in err.problem, err.problem
+
+
+def test_doctor_fix_takes_a_boolean_like_every_typed_argument(tmp_path, capsys):
+    from search.doctor import main
+
+    assert main(["study.name=x", f"study.storage=sqlite:///{tmp_path}/none.db", "fix=maybe"]) == 2
+    assert capsys.readouterr().err.strip() == "squeeze: error: fix: must be true or false, got 'maybe'"
+    assert main(["study.name=x", f"study.storage=sqlite:///{tmp_path}/none.db", "fix=True"]) == 2   # parsed; no db
+    assert capsys.readouterr().err.startswith("squeeze: error: study.storage")
+    assert not list(tmp_path.iterdir())
