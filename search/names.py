@@ -78,6 +78,7 @@ PARETO = "pareto"                    # "true" | "false", set after the study
 ERROR = "error"                      # one-line error of a failed trial
 RUNTIME = "runtime"                  # which runtime served the loaded model (fp32_dense, int8_dynamic, ...)
 REPRODUCES = "reproduces"            # run id a reproduce run re-ran
+UNCOMPRESSED_MODULES = "uncompressed_modules"  # trial run: JSON list of a user model's layers kept in fp32
 RECIPE = "recipe"                    # trial run: the seed recipe (conf/recipe/<name>.yaml) the trial ran
 NOTE = "mlflow.note.content"         # MLflow description (markdown) of an experiment or a run
 EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag read by the MLflow 3 UI: which view it opens

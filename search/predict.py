@@ -54,6 +54,8 @@ Predicted class labels from a squeeze artifact (python -m search.export writes o
   data.target=<col>               drop this column of the CSV first (only needed for models without names)
   out=preds.csv                   write a CSV with one column `prediction`; default: one label per line
                                   on stdout
+  allow=my_pkg[,other]            a user's model (model=custom) imports its class from the file's module:
+                                  allow that package if you trust its code (without it: exit 2)
 
 Recommenders (model=seqrec):
   data=interactions data.path=events.csv
@@ -161,7 +163,7 @@ def labels_of(ids: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
 
 # --- the command ---------------------------------------------------------------------------------------
 
-KEYS = ("model", "data", "data.path", "data.target", "out", "top_k", "data.format", "data.user_col",
+KEYS = ("model", "allow", "data", "data.path", "data.target", "out", "top_k", "data.format", "data.user_col",
         "data.item_col", "data.time_col", "data.user_features")
 #: data keys of a recommender's event log (their defaults: conf/data/interactions.yaml)
 LOG_KEYS = ("format", "user_col", "item_col", "time_col", "user_features")
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _args(argv)
         from trainers import artifact
 
-        model = artifact.load(args["model"])
+        model = artifact.load(args["model"], allow=[a for a in str(args.get("allow") or "").split(",") if a])
         meta = dict(model.meta or {})
         if is_recommender(model):
             return _write_top(args, recommend_from_args(model, args))

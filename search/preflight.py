@@ -5,6 +5,8 @@ loaded dataset, the hardware, the network or the disk can tell, so a sweep that 
 reference or while opening its stores stops first, with one line naming the key and what to do:
 
 * data <-> model: ``model=cnn`` needs image data, ``model=seqrec`` needs sequence data (and back);
+* a user's model (``model=custom``): its class imports, and neuron pruning (fixed or searched) only when it
+  implements ``unit_layers()`` / ``keep_units()``;
 * ``data.pca`` (also every integer the space can sample) against the features and a fold's training rows;
 * ``device=cuda`` on a machine without CUDA;
 * features that do not fit float32 (finite in float64, ``inf`` once cast);
@@ -33,6 +35,7 @@ from trainers.errors import InputError
 __all__ = [
     "PROBE_SECONDS",
     "check_all",
+    "check_custom_model",
     "check_data_model",
     "check_device",
     "check_float32_range",
@@ -59,6 +62,8 @@ def check_all(setup: Any) -> None:
     """
     cfg = setup.cfg_dict
     check_data_model(cfg["model"]["name"], cfg["data"]["name"], setup.dataset)
+    check_custom_model(cfg["model"], cfg["compress"].get("neurons", {}).get("ratio", 0.0),
+                       _space_values(setup, "compress.neurons.ratio"))
     check_pca(cfg["data"].get("pca"), setup.dataset, [len(train) for train, _ in setup.folds],
               _space_pca_values(setup))
     check_device(cfg["device"])
@@ -80,6 +85,37 @@ def check_data_model(model: str, data_name: str, dataset: Any) -> None:
     if model == "cnn" and kind != "image":
         raise InputError("model", f"cnn needs image data (N, C, H, W); data={data_name} has rows of {shape[0]} "
                                   "features: use model=mlp (or data=npz with X of shape (N, H, W) or (N, C, H, W))")
+
+
+def check_custom_model(model_cfg: Mapping[str, Any], neurons_ratio: Any, space_values: Iterable[Any] = ()) -> None:
+    """A user's model (``model._target_``) must import as an ``nn.Module`` class, and neuron pruning, asked for
+    by ``compress.neurons.ratio`` or sampled by the space, needs its ``unit_layers()`` / ``keep_units()``."""
+    if model_cfg.get("_target_") is None:
+        return
+    from trainers.models.custom import import_target, supports_neuron_pruning
+
+    cls = import_target(str(model_cfg["_target_"]))
+    if supports_neuron_pruning(cls):
+        return
+    asked = [("compress.neurons.ratio", neurons_ratio),
+             *(("space.params.compress.neurons.ratio", v) for v in space_values)]
+    for key, value in asked:
+        if isinstance(value, (int, float)) and value > 0:
+            raise InputError(key, f"neuron pruning needs unit_layers() and keep_units() on the model, which "
+                                  f"{model_cfg['_target_']} does not implement (README: Bring your own model): "
+                                  f"use 0, or a space without it, got {value!r}")
+
+
+def _space_values(setup: Any, key: str) -> list[Any]:
+    """The largest value the space can sample for ``key`` (a float or integer range: its high end; a choice:
+    every choice), empty when the space does not search it."""
+    values: list[Any] = []
+    for p in getattr(setup, "params", None) or []:
+        if p.key != key:
+            continue
+        dist = p.distribution
+        values += list(p.choices if p.choices is not None else dist.choices) if hasattr(dist, "choices") else [dist.high]
+    return values
 
 
 def _space_pca_values(setup: Any) -> list[int]:

@@ -6,6 +6,10 @@ artifact ``model``, loaded by :func:`trainers.artifact.load` in :meth:`SqueezeMo
 packages ``search`` and ``trainers`` travel with the model (``code_paths``), so it loads outside this
 repository too, given the pip requirements it lists (torch, numpy, pandas, mlflow).
 
+A user's model (``model=custom``): the package of its class travels as a code path too, and the pyfunc's
+``model_config`` allows that package, so the registered model loads wherever MLflow loads it (whoever logs
+it has run that code already; see :func:`trainers.artifact.load` on why loading asks).
+
 A recommender (``seqrec``) takes a DataFrame of events instead (columns ``user``, ``item`` and
 ``timestamp``, or those named by the params ``user_col``, ``item_col``, ``time_col``; ``time_col=None`` = row
 order) and returns the top-k items of every user as :func:`search.predict.recommend` does: a DataFrame with
@@ -41,7 +45,7 @@ class SqueezeModel(mlflow.pyfunc.PythonModel):
         from search.predict import input_shape
         from trainers import artifact
 
-        self._model = artifact.load(context.artifacts["model"])
+        self._model = artifact.load(context.artifacts["model"], allow=(context.model_config or {}).get("allow"))
         self._meta = dict(self._model.meta or {})
         self._shape = input_shape(self._model)
 
@@ -92,6 +96,7 @@ def log_pyfunc(artifact_path: str | Path) -> Any:
 
     requirements = [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
                     f"numpy=={numpy.__version__}", f"pandas=={pandas.__version__}"]
+    user_code, allow = _user_code(artifact_path)
     # no signature on purpose: columns are matched by name (tabular) or position (images) by our own code,
     # with errors naming the column; silence mlflow's "failed to infer model signature" warning about it
     quiet = _DropMessage("Failed to infer model signature")
@@ -103,11 +108,30 @@ def log_pyfunc(artifact_path: str | Path) -> Any:
             name=names.PYFUNC_ARTIFACT,
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),   # models from code: no pickle
             artifacts={"model": str(artifact_path)},
-            code_paths=[str(ROOT / "search"), str(ROOT / "trainers")],
+            code_paths=[str(ROOT / "search"), str(ROOT / "trainers"), *user_code],
+            model_config={"allow": allow} if allow else None,
             pip_requirements=requirements,          # explicit: no slow inference of requirements
         )
     finally:
         logger.removeFilter(quiet)
+
+
+def _user_code(artifact_path: str | Path) -> tuple[list[str], list[str]]:
+    """``([folder or file of the user's top-level package], [its name])`` for a user's model, else empty."""
+    import importlib.util
+
+    from trainers import artifact
+
+    net = artifact.read_header(artifact_path)["arch"]["net"]
+    if net.get("type") != "custom":
+        return [], []
+    top = str(net["target"]).split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is not None and spec.submodule_search_locations:          # a package: its folder
+        return [str(list(spec.submodule_search_locations)[0])], [top]
+    if spec is not None and spec.origin and Path(spec.origin).is_file():   # a single module: its file
+        return [spec.origin], [top]
+    return [], [top]            # nothing to copy: the serving environment must provide it
 
 
 def _recommender_signature(artifact_path: str | Path) -> Any:

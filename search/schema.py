@@ -77,6 +77,7 @@ INTERACTION_FORMATS = ("auto", "movielens_tab", "movielens_dat", "csv")
 STORAGE_PREFIXES = ("sqlite:", "journal:", "postgresql", "mysql")
 
 #: the input each model reads; and the input of each built-in data group (``npz``: decided by its file)
+#: (``model=custom``, a user's module, is not listed: search/preflight.py refuses it on sequence data)
 MODEL_INPUTS: dict[str, tuple[str, ...]] = {"mlp": ("tabular", "image"), "cnn": ("image",), "seqrec": ("sequence",)}
 DATA_INPUTS: dict[str, str] = {"digits": "image", "breast_cancer": "tabular", "csv": "tabular",
                                "ecommerce": "sequence", "interactions": "sequence"}
@@ -214,6 +215,17 @@ def _sep(v: str | None) -> str | None:
     return None if ok else _SEP_TEXT
 
 
+def _dotted_path(v: str) -> str | None:
+    parts = v.split(".")
+    return None if len(parts) >= 2 and all(p.isidentifier() for p in parts) else _DOTTED_TEXT
+
+
+_DOTTED_TEXT = "must be the dotted import path of an nn.Module class, such as my_pkg.nets.ResMLP"
+Kwargs = Annotated[dict[str, Any], Rule("must be a mapping of constructor arguments (plain values)")]
+Names = Annotated[list[Annotated[str, Field(pattern=r"\S")]], Rule("must be a list of names")]
+Patterns = Annotated[list[Annotated[str, Field(pattern=r"\S")]] | None,
+                     Rule("must be null or a list of module-name patterns (fnmatch: layers.0, *.fc*)")]
+
 Pca = Annotated[Union[None, Annotated[int, Field(ge=1)], Annotated[float, Field(gt=0, lt=1)]],  # noqa: UP007
                 Rule(_PCA_TEXT)]
 Target = Annotated[Union[Annotated[str, Field(pattern=r"\S")], int], Rule(_TARGET_TEXT)]  # noqa: UP007
@@ -278,6 +290,10 @@ class Model(Group):
     max_len: Int(1) = Field(description="seqrec: most recent events read (at most data.max_len)")
     side_features: Bool = Field(description="seqrec: embed the data's side features")
     user_features: Bool = Field(description="seqrec: add the data's user features (profile) to the sequence state")
+    target: _checked(str, _dotted_path, _DOTTED_TEXT) = Field(
+        alias="_target_", description="custom: the user's nn.Module class (import path)")
+    kwargs: Kwargs = Field(description="custom: constructor arguments (data shapes are passed by squeeze)")
+    widen: Names = Field(description="custom: integer kwargs that model.width multiplies")
 
 
 class Study(Block):
@@ -367,6 +383,9 @@ class Compress(Block):
     neurons: Neurons = Field(default_factory=Neurons, description="neuron / channel pruning")
     quant: Quant = Field(default_factory=Quant, description="weight quantization")
     codec: OneOf(*options.CODECS) = Field("lzma", description="entropy coding of the packed file")
+    include: Patterns = Field(None, description="layers to compress, by name pattern (null = every Linear, "
+                                                "Conv1d/2d, Embedding)")
+    exclude: Patterns = Field([], description="layers kept fp32, by name pattern (e.g. the first and last)")
 
 
 class Latency(Block):

@@ -236,6 +236,7 @@ def run_trial(ctx: Context, trial) -> str:
     from search.ledger import reference_artifacts
     from search.objective import evaluate_config
     from search.recipes import RECIPE_ATTR
+    from trainers.artifact import read_header
     from search.space import apply_values, sample
     from search.tracking import trial_params, trial_run_name
 
@@ -267,15 +268,18 @@ def run_trial(ctx: Context, trial) -> str:
                                      cache=setup.base_cache, after_fold=_early_stopper(ctx, trial.number),
                                      references=reference_artifacts(ctx.study))
                 tracker.log_file(run_id, ev.artifact_path)
+                uncompressed = read_header(ev.artifact_path).get("uncompressed_modules", [])
         metrics = dict(ev.metrics)
         ref = ctx.reference
         metrics[names.COMPRESSION_RATIO] = ref[names.SIZE_BYTES] / metrics[names.SIZE_BYTES]
         metrics.setdefault(names.SPEEDUP, ref[names.LATENCY_MS] / metrics[names.LATENCY_MS])  # paired when timed so
         metrics[names.FOLDS_RUN] = float(ev.folds_run)
         metrics[names.SIZE_KIB] = metrics[names.SIZE_BYTES] / 1024
-        tracker.log(run_id, metrics=metrics, tags={names.RUNTIME: ev.runtime,
-                                                   names.FOLD_RUNTIMES: json.dumps(ev.runtimes),
-                                                   "latency_protocol": json.dumps(ev.latency_protocol)})
+        tags = {names.RUNTIME: ev.runtime, names.FOLD_RUNTIMES: json.dumps(ev.runtimes),
+                "latency_protocol": json.dumps(ev.latency_protocol)}
+        if uncompressed:        # a user model's layers squeeze cannot compress: kept fp32 (and counted in the size)
+            tags[names.UNCOMPRESSED_MODULES] = json.dumps(uncompressed)
+        tracker.log(run_id, metrics=metrics, tags=tags)
         tracker.log_folds(run_id, ev.folds, ev.runtimes)
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr(FOLD_ACCURACY_ATTR, [f[names.ACCURACY] for f in ev.folds])

@@ -186,3 +186,16 @@ def test_two_concurrent_writers_and_a_reader_never_see_a_partial_entry(tmp_path)
     assert [p.name for p in BaseCache(tmp_path, 2**30).entries()] == ["same.base.pt"]
     assert not list(Path(tmp_path).glob("*.tmp"))
     assert np.isfinite(seen)
+
+
+def test_a_user_models_source_is_part_of_the_key(split, tmp_path, monkeypatch) -> None:
+    pkg = tmp_path / "userpkg_cache"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _cfg(model={"name": "custom", "_target_": "userpkg_cache.nets.Net", "kwargs": {}})
+    before = _key(cfg, split)
+    assert _key(cfg, split) == before
+    (pkg / "nets.py").write_text("VERSION = 2\n")
+    assert _key(cfg, split) != before

@@ -13,8 +13,9 @@ Layout (all integers little-endian; see docs/artifact-format.md for the full spe
 
     payload (after decompression) = header length (uint32) | header (UTF-8 JSON) | blob area
 
-The JSON header holds the architecture (``arch``: preprocessing + network spec), free-form ``meta``, and
-one entry per tensor of the model's state dict, in order: its scheme, shape, bits, number of kept values,
+The JSON header holds the architecture (``arch``: preprocessing + network spec; a user's model: its import
+path ``target`` and constructor ``kwargs``), a user's model's ``uncompressed_modules`` (layers kept fp32),
+free-form ``meta``, and one entry per tensor of the model's state dict, in order: its scheme, shape, bits, number of kept values,
 sparse layout (``dense``, ``bitmap`` or ``indices``) and the (offset, length) of its blobs (``mask``,
 ``codes``, ``scale``, ``offset``) in the blob area. Codes are bit-packed (:mod:`trainers.bitpack`);
 per-channel scales and offsets, biases and preprocessing statistics are raw float32.
@@ -22,6 +23,11 @@ per-channel scales and offsets, biases and preprocessing statistics are raw floa
 ``size_bytes`` of a model is ``len(pack(model))`` = the file's length. ``load`` decodes every tensor with
 :meth:`~trainers.compress.quantize.Encoded.decode`, the same function that produced the in-memory
 weights, so the loaded model's outputs are bit-exact.
+
+A user's model (``arch.net.type == "custom"``) is rebuilt by importing its class: loading such a file runs
+code the file names, so :func:`load` refuses it unless the caller allows that module (``allow=["my_pkg"]``,
+or the environment variable ``SQUEEZE_ALLOW=my_pkg,other_pkg``). A process that built the model from its
+own config (``model._target_``) has chosen to run that code already and reads its own files back.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import math
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +49,18 @@ from trainers.bitpack import decode_mask, encode_mask, pack_bits, unpack_bits
 from trainers.compress.quantize import Encoded
 from trainers.errors import InputError
 from trainers.models import Pipeline, build_pipeline
+from trainers.models.custom import trusted_modules
 
-__all__ = ["FORMAT_VERSION", "ArtifactError", "pack", "unpack", "save", "load", "weight_stats", "read_header"]
+__all__ = ["ALLOW_ENV", "FORMAT_VERSION", "ArtifactError", "pack", "unpack", "save", "load", "weight_stats", "read_header",
+           "uncompressed_modules"]
 
 MAGIC = b"SQZM"
 FORMAT_VERSION = 1
 _PREAMBLE = struct.Struct("<4sHBBQI")           # magic, version, codec, reserved, payload length, crc32
 _CODECS = {"none": 0, "zlib": 1, "lzma": 2}
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+#: comma-separated modules whose user models :func:`load` may import, besides its ``allow`` argument
+ALLOW_ENV = "SQUEEZE_ALLOW"
 
 
 class ArtifactError(InputError):
@@ -104,8 +115,12 @@ def _entry(name: str, enc: Encoded, blobs: bytearray) -> dict[str, Any]:
 
 def _raw(t: torch.Tensor) -> Encoded:
     t = t.detach().cpu()
+    if not (t.is_floating_point() or t.is_complex()):      # counters such as BatchNorm's num_batches_tracked
+        as_float = t.to(torch.float32)
+        if torch.equal(as_float.to(t.dtype), t):            # exact in float32: load_state_dict casts it back
+            t = as_float
     if t.dtype != torch.float32:
-        raise TypeError(f"only float32 tensors can be packed, got {t.dtype}")
+        raise TypeError(f"only float32 tensors (and integers exact in float32) can be packed, got {t.dtype}")
     return Encoded("fp32", tuple(t.shape) or (1,), 32, None, t.flatten().clone())
 
 
@@ -120,8 +135,11 @@ def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = Non
         tensor = state[name]
         enc = model.encodings.get(name) or _raw(tensor)
         tensors.append(_entry(name, enc, blobs))
-    header = json.dumps({"arch": model.spec(), "meta": meta or {}, "tensors": tensors},
-                        separators=(",", ":"), sort_keys=True).encode()
+    head: dict[str, Any] = {"arch": model.spec(), "meta": meta or {}, "tensors": tensors}
+    uncompressed = uncompressed_modules(model)
+    if uncompressed and model.spec()["net"]["type"] == "custom":   # built-in models' files stay byte-identical
+        head["uncompressed_modules"] = uncompressed
+    header = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
     payload = _compress(struct.pack("<I", len(header)) + header + bytes(blobs), codec)
     preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
     return preamble + payload
@@ -168,9 +186,42 @@ def _decode_entry(entry: dict[str, Any], blob: memoryview) -> Encoded:
     return Encoded(entry["scheme"], shape, bits, mask, codes, frac_bits=entry.get("frac_bits", 0), **per_channel)
 
 
-def unpack(data: bytes, where: str = "<bytes>") -> Pipeline:
-    """Rebuild the model from artifact bytes (eval mode, weights decoded, ``encodings`` restored)."""
+def uncompressed_modules(model: Pipeline) -> list[str]:
+    """Layers of ``model.net`` with weights of their own that are stored as plain fp32, because squeeze does
+    not compress their type (LayerNorm, GRU, Conv3d, ...) or ``compress.include`` / ``compress.exclude`` left
+    them out (names as those patterns see them). Their tensors are in the file all the same. Empty for a
+    model that was never compressed (no ``encodings``): nothing was asked of it."""
+    root = getattr(model.net, "pattern_root", "")
+    out: list[str] = []
+    if not model.encodings:
+        return out
+    for name, module in model.net.named_modules():
+        own = [pn for pn, p in module.named_parameters(recurse=False) if p.dim() > 1 or pn == "weight"]
+        if own and any(f"net.{name}.{pn}" not in model.encodings for pn in own):
+            out.append(name.removeprefix(root))
+    return out
+
+
+def _check_allowed(arch: dict[str, Any], allow: Iterable[str] | None, where: str) -> None:
+    """A user's model imports code: its module must be allowed (see the module docstring)."""
+    net = arch.get("net", {})
+    if net.get("type") != "custom":
+        return
+    module = str(net.get("target", "")).rpartition(".")[0]
+    allowed = [*(allow or ()), *filter(None, os.environ.get(ALLOW_ENV, "").split(",")), *trusted_modules()]
+    if any(module == a.strip() or module.startswith(a.strip() + ".") for a in allowed):
+        return
+    top = module.split(".")[0]
+    raise ArtifactError(where, f"holds a user model, {net.get('target')}; loading it imports and runs module "
+                               f"{module!r}. If you trust that code, allow it: trainers.artifact.load(path, "
+                               f"allow=[{top!r}]), search.predict ... allow={top}, or {ALLOW_ENV}={top}")
+
+
+def unpack(data: bytes, where: str = "<bytes>", allow: Iterable[str] | None = None) -> Pipeline:
+    """Rebuild the model from artifact bytes (eval mode, weights decoded, ``encodings`` restored); a user's
+    model only when its module is in ``allow`` (see :func:`load`)."""
     header, blob = _split(data, where)
+    _check_allowed(header["arch"], allow, where)
     model = build_pipeline(header["arch"])
     state, encodings = {}, {}
     for entry in header["tensors"]:
@@ -200,17 +251,23 @@ def save(model: Pipeline, path: str | os.PathLike, codec: str = "lzma", meta: di
     return os.path.getsize(path)
 
 
-def load(path: str | os.PathLike) -> Pipeline:
+def load(path: str | os.PathLike, allow: Iterable[str] | None = None) -> Pipeline:
     """Rebuild a model from an artifact file alone: no pickle, no config.
+
+    A file holding a user's model names the class to import; it loads only when that class's module is
+    ``allow``-ed (a module or package name: ``"my_pkg"`` allows ``my_pkg.nets``), listed in
+    ``$SQUEEZE_ALLOW``, or already run by this process from its own config. Otherwise: :class:`ArtifactError`
+    naming the module, before anything is imported.
 
     Example:
         >>> model = load("model.sqz")                 # doctest: +SKIP
         >>> model(torch.from_numpy(X)).argmax(1)      # doctest: +SKIP
+        >>> load("resmlp.sqz", allow=["my_pkg"])      # a user's model (my_pkg.nets.ResMLP)  # doctest: +SKIP
     """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(str(path), "file not found")
-    return unpack(path.read_bytes(), str(path))
+    return unpack(path.read_bytes(), str(path), allow)
 
 
 def weight_stats(model: Pipeline) -> dict[str, float]:

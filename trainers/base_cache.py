@@ -15,7 +15,7 @@ Guarantees:
 
 * **The key is a hash of exactly what training reads**: the bytes of the training rows and labels, the
   preprocessing keys (``data.standardize``, ``data.pca``), every ``model.*`` and ``train.*`` key, the seed,
-  the class count, the device type and the torch version. Anything else (compression keys, latency, the
+  the class count, the device type and the torch version (and, for a user model, its module's source). Anything else (compression keys, latency, the
   study name) does not change the key, so a compress-only study hits for every trial after the first.
 * **Atomic writes**: an entry is written to a temporary file in the cache directory and renamed into place
   (``os.replace``), so concurrent workers and machines sharing the directory never read a half-written
@@ -78,10 +78,28 @@ def base_key(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, s
         "n_classes": n_classes,
         "data": {k: data.get(k) for k in TRAINING_DATA_KEYS},
         "model": cfg["model"],
+        "model_source": _model_source_digest(cfg["model"]),
         "train": cfg["train"],
     }
     digest.update(json.dumps(_canonical(described), sort_keys=True).encode())
     return digest.hexdigest()[:40]
+
+
+def _model_source_digest(model_cfg: Mapping[str, Any]) -> str | None:
+    """A user model (``model._target_``): the sha256 of its module's source file, so editing the class
+    invalidates its cached bases; ``None`` for the built-in models (squeeze's own version is in the key
+    through the config they are built from)."""
+    target = model_cfg.get("_target_") if isinstance(model_cfg, Mapping) else None
+    if not target or "." not in str(target):
+        return None
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(str(target).rsplit(".", 1)[0])
+        origin = spec.origin if spec is not None else None
+        return hashlib.sha256(Path(origin).read_bytes()).hexdigest() if origin else None
+    except (ImportError, OSError, ValueError):
+        return None
 
 
 class BaseCache:

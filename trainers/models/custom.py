@@ -39,7 +39,8 @@ from torch import nn
 
 from trainers.errors import InputError
 
-__all__ = ["DATA_KWARGS", "CustomNet", "data_kwargs", "import_target", "supports_neuron_pruning", "trusted_modules"]
+__all__ = ["DATA_KWARGS", "CustomNet", "custom_spec", "data_kwargs", "import_target", "supports_neuron_pruning",
+           "trusted_modules"]
 
 #: constructor parameters squeeze fills from the data when the user's class has them
 DATA_KWARGS = ("in_features", "input_shape", "n_classes")
@@ -50,6 +51,7 @@ _TRUSTED: set[str] = set()
 
 
 def trusted_modules() -> frozenset[str]:
+    """Modules this process imported for a model of its own config (they load back without an allow-list)."""
     return frozenset(_TRUSTED)
 
 
@@ -61,7 +63,7 @@ def import_target(target: str, where: str = "model._target_") -> type[nn.Module]
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise InputError(where, f"cannot import module {module_name!r} ({err}); is its package on PYTHONPATH?, "
+        raise InputError(where, f"cannot import module {module_name!r} ({err}): put its package on PYTHONPATH or install it, "
                                 f"got {target!r}") from err
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
