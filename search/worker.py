@@ -236,9 +236,9 @@ def run_trial(ctx: Context, trial) -> str:
     from search.ledger import reference_artifacts
     from search.objective import evaluate_config
     from search.recipes import RECIPE_ATTR
-    from trainers.artifact import read_header
     from search.space import apply_values, sample
     from search.tracking import trial_params, trial_run_name
+    from trainers.artifact import read_header
 
     setup, tracker = ctx.setup, ctx.tracker
     study_name = setup.cfg_dict["study"]["name"]
