@@ -128,7 +128,19 @@ def _fix(study, tracker) -> None:
             tracker.end_run(run_id, _RUN_STATUS.get(t.state.name, "FAILED"))
 
 
-def main(argv: list[str]) -> int:
+USAGE = ("usage: python -m search.doctor study.name=<name> [study.storage=...] [mlflow.tracking_uri=...] "
+         "[fix=true]\n\nReports mismatches between the study's Optuna trials and its MLflow runs "
+         "(orphan RUNNING runs,\nmissing or duplicate runs, duplicate parent runs); fix=true repairs "
+         "what can be repaired.\nExit code 0 when healthy (or repaired), 1 when problems remain.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.cli import run_command
+
+    return run_command("doctor", USAGE, _doctor, argv)
+
+
+def _doctor(argv: list[str]) -> int:
     import optuna
 
     from search.config import compose, parse_key_values, split_args
@@ -136,24 +148,14 @@ def main(argv: list[str]) -> int:
     from search.tracking import Tracker
     from trainers.errors import InputError
 
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m search.doctor study.name=<name> [study.storage=...] [mlflow.tracking_uri=...] "
-              "[fix=true]\n\nReports mismatches between the study's Optuna trials and its MLflow runs "
-              "(orphan RUNNING runs,\nmissing or duplicate runs, duplicate parent runs); fix=true repairs "
-              "what can be repaired.\nExit code 0 when healthy (or repaired), 1 when problems remain.")
-        return 0
+    fixes = [a for a in argv if a.startswith("fix=")]
+    fix = bool(parse_key_values(fixes[-1:], ("fix",), {"fix": bool}).get("fix", False))  # fix=True is true
+    cfg = compose(split_args([a for a in argv if not a.startswith("fix=")]))
+    storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds, must_exist=True)
     try:
-        fixes = [a for a in argv if a.startswith("fix=")]
-        fix = bool(parse_key_values(fixes[-1:], ("fix",), {"fix": bool}).get("fix", False))  # fix=True is true
-        cfg = compose(split_args([a for a in argv if not a.startswith("fix=")]))
-        storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds, must_exist=True)
-        try:
-            study = optuna.load_study(study_name=cfg.study.name, storage=storage)
-        except KeyError:
-            raise InputError("study.name", f"no study {cfg.study.name!r} in this storage") from None
-    except InputError as err:
-        print(f"squeeze: error: {err}", file=sys.stderr)
-        return 2
+        study = optuna.load_study(study_name=cfg.study.name, storage=storage)
+    except KeyError:
+        raise InputError("study.name", f"no study {cfg.study.name!r} in this storage") from None
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.artifact_location)
     if fix:
         _fix(study, tracker)
@@ -166,4 +168,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -4,11 +4,11 @@ Optuna's pruners take one objective (``trial.report`` / ``should_prune`` refuse 
 so squeeze decides itself, after every fold but the last:
 
     the trial is stopped when some finished trial (or the constant predictor) is at least as small, at most
-    ``latency_tolerance`` slower, and more accurate **on the same folds** by more than
-    ``margin + spread``,
+    ``latency_tolerance`` slower, and more accurate **on the same k folds** by more than
+    ``margin + 2 * spread / sqrt(k)``,
 
 where ``spread`` is the fold-to-fold spread of accuracy: the larger of the trial's own spread so far and
-the typical ``accuracy_std`` of the study's finished trials. Comparing on the same folds removes the
+the typical ``accuracy_std`` of the study's finished trials (two standard errors of a k-fold mean). Comparing on the same folds removes the
 difference in difficulty between folds; the margin and the spread keep a trial that is only unlucky on
 its first fold. A trial that is smaller than everything finished is never stopped this way (it may be on
 the front however inaccurate) unless its accuracy is within ``margin`` of predicting the most frequent
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import math
 
 import numpy as np
 
@@ -88,7 +90,8 @@ def should_stop(candidate: Running, finished: Sequence[Finished], margin: float,
         return False
     acc = float(np.mean(candidate.accuracy_by_fold))
     own_spread = float(np.std(candidate.accuracy_by_fold)) if k > 1 else 0.0
-    need = float(margin) + max(own_spread, float(study_spread))
+    # two standard errors of a k-fold mean, the fold-to-fold spread taken as one fold's noise
+    need = float(margin) + 2.0 * max(own_spread, float(study_spread)) / math.sqrt(k)
     rows = []
     for f in finished:
         folds = list(f.accuracy_by_fold)

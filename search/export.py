@@ -115,10 +115,12 @@ def _download(client, run_id: str, out: Path, fmt: str = "sqz", weights: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    from search.cli import run_command
+
+    return run_command("export", USAGE, _export, argv)
+
+
+def _export(argv: list[str]) -> int:
     try:
         args = parse_args(argv, KEYS)
         out, fmt, weights = _check_output(args)
@@ -149,9 +151,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{final.data.metrics.get(names.TEST_PREFIX + names.ACCURACY, float('nan')):.4f})")
             return 0
         data = study_data(record)
-    except InputError as err:
-        print(f"squeeze: error: {err}", file=sys.stderr)
-        return 2
     except NotReproduced as err:
         print(f"squeeze: NOT reproduced: {err}", file=sys.stderr)
         return 1

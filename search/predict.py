@@ -313,23 +313,21 @@ def _write_top(args: Mapping[str, Any], top: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
-    try:
-        args = _args(argv)
-        from trainers import artifact
+    from search.cli import run_command
 
-        model = artifact.load(args["model"], allow=[a for a in str(args.get("allow") or "").split(",") if a])
-        meta = dict(model.meta or {})
-        if is_recommender(model):
-            return _write_top(args, recommend_from_args(model, args))
-        X = _read_input(args, meta, input_shape(model))
-        labels = labels_of(predict_ids(runtime_model(model, meta.get("runtime"), X[:1]), X), meta)
-    except InputError as err:
-        print(f"squeeze: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("predict", USAGE, _predict, argv)
+
+
+def _predict(argv: list[str]) -> int:
+    args = _args(argv)
+    from trainers import artifact
+
+    model = artifact.load(args["model"], allow=[a for a in str(args.get("allow") or "").split(",") if a])
+    meta = dict(model.meta or {})
+    if is_recommender(model):
+        return _write_top(args, recommend_from_args(model, args))
+    X = _read_input(args, meta, input_shape(model))
+    labels = labels_of(predict_ids(runtime_model(model, meta.get("runtime"), X[:1]), X), meta)
     if args.get("out"):
         import pandas as pd
 

@@ -263,31 +263,33 @@ def tag_runs(tracker, rows: Sequence[TrialRow]) -> int:
     return len(writes)
 
 
-def main(argv: list[str]) -> int:
+USAGE = ("usage: python -m search.pareto study.name=<name> [study.storage=<url>] [key=value ...]\n\n"
+         "Prints the Pareto-optimal trials of a study (from its Optuna storage) with their MLflow run ids\n"
+         "and the command that reproduces each. Other keys are those of python -m search.sweep --help.")
+
+
+def main(argv: list[str] | None = None) -> int:
     """``python -m search.pareto study.name=... [study.storage=...]``: the Pareto table from storage."""
+    from search.cli import run_command
+
+    return run_command("pareto", USAGE, _pareto, argv)
+
+
+def _pareto(argv: list[str]) -> int:
     import optuna
 
     from search.config import compose, split_args
     from search.storage import open_storage
     from trainers.errors import InputError
 
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m search.pareto study.name=<name> [study.storage=<url>] [key=value ...]\n\n"
-              "Prints the Pareto-optimal trials of a study (from its Optuna storage) with their MLflow run ids\n"
-              "and the command that reproduces each. Other keys are those of python -m search.sweep --help.")
-        return 0
+    cfg = compose(split_args(argv))
+    name, objectives = cfg.study.name, list(cfg.study.objectives)
+    storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds, must_exist=True)
     try:
-        cfg = compose(split_args(argv))
-        name, objectives = cfg.study.name, list(cfg.study.objectives)
-        storage = open_storage(cfg.study.storage, cfg.study.heartbeat_seconds, cfg.study.grace_seconds, must_exist=True)
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-            raise InputError("study.name", f"no study {name!r} in this storage; studies: {', '.join(known) or 'none'}") from None
-    except InputError as err:
-        print(f"squeeze: error: {err}", file=sys.stderr)
-        return 2
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise InputError("study.name", f"no study {name!r} in this storage; studies: {', '.join(known) or 'none'}") from None
     view = collect_front(study, objectives)
     ref = dict(study.user_attrs.get("reference", {}))
     print(f"study {name!r}: {view.n_trials} trials, {len(view.front)} Pareto-optimal, "

@@ -529,22 +529,21 @@ def register_front(tracker, study, objectives: Sequence[str], dataset: Any = Non
 # --- the command -------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    from search.cli import run_command
+
+    return run_command("reproduce", USAGE, _reproduce, argv)
+
+
+def _reproduce(argv: list[str]) -> int:
+    args = parse_args(argv)
+    final, register = flag(args, "final"), flag(args, "register")
+    rel_tol = number(args, "latency_rel_tol", LATENCY_REL_TOL)
+    abs_tol = number(args, "latency_abs_tol_ms", LATENCY_ABS_TOL_MS)
+    if register and not final:
+        raise InputError("register", "needs final=true (the registry holds final models)")
     try:
-        args = parse_args(argv)
-        final, register = flag(args, "final"), flag(args, "register")
-        rel_tol = number(args, "latency_rel_tol", LATENCY_REL_TOL)
-        abs_tol = number(args, "latency_abs_tol_ms", LATENCY_ABS_TOL_MS)
-        if register and not final:
-            raise InputError("register", "needs final=true (the registry holds final models)")
         record = find_trial(args)
         data = study_data(record)
-    except InputError as err:
-        print(f"squeeze: error: {err}", file=sys.stderr)
-        return 2
     except NotReproduced as err:
         print(f"squeeze: NOT reproduced: {err}", file=sys.stderr)
         return 1

@@ -498,36 +498,57 @@ def run_local_workers(ctx, argv: list[str], n_workers: int) -> int:
     return code if code else (1 if 1 in codes else 0)
 
 
+RESUME_HINT = "; run the same command again to resume the study"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
-        return 0
-    try:
-        setup, storage = prepare(argv)
-    except InputError as err:
-        print(f"squeeze: error: {err}", file=sys.stderr)
-        return 2
+    from search.cli import run_command
+
+    return run_command("sweep", help_text, _sweep, argv, interrupted=RESUME_HINT)
+
+
+def _sweep(argv: list[str]) -> int:
+    """The sweep behind :func:`main` (help, InputError -> exit 2 and Ctrl-C -> exit 130 are the wrapper's).
+
+    Once the parent run exists it is always ended: FINISHED (0), FAILED (1, or an unexpected error) or
+    KILLED (Ctrl-C, also a second one during the summary); the end itself holds off Ctrl-C."""
+    setup, storage = prepare(argv)
     import optuna
 
+    from search.cli import deferred_sigint
     from search.tracking import Tracker
-    from search.worker import Context, run_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = setup.cfg_dict
     tracker = Tracker(cfg["mlflow"]["tracking_uri"], cfg["mlflow"]["experiment"], cfg["mlflow"]["artifact_location"])
     study = open_study(setup, storage)
     seed_with_recipes(study, setup)
-    parent = open_parent_run(tracker, study, setup)
+    with deferred_sigint():  # a run created but not yet recorded as the study's would be left RUNNING
+        parent = open_parent_run(tracker, study, setup)
+    try:
+        code = _run_study(tracker, study, setup, parent, argv)
+    except KeyboardInterrupt:
+        with deferred_sigint():
+            tracker.end_run(parent, "KILLED")
+        raise
+    except BaseException:
+        with deferred_sigint():
+            tracker.end_run(parent, "FAILED")
+        raise
+    with deferred_sigint():
+        tracker.end_run(parent, "FINISHED" if code == 0 else ("KILLED" if code == 130 else "FAILED"))
+    return code
+
+
+def _run_study(tracker, study, setup: Setup, parent: str, argv: list[str]) -> int:
+    """Reference, trials, summary (and registration) under the open parent run; the exit code."""
+    from search.worker import Context, run_trials
+
+    cfg = setup.cfg_dict
     try:
         reference = ensure_reference(tracker, study, setup, parent)
-    except KeyboardInterrupt:
-        tracker.end_run(parent, "KILLED")
-        print("\nsqueeze: interrupted; run the same command again to resume the study", file=sys.stderr)
-        return 130
     except Exception as err:  # the reference uses the study's own training config: report, don't trace
         tracker.log(parent, tags={names.ERROR: f"reference failed: {err}"})
-        tracker.end_run(parent, "FAILED")
         print(f"squeeze: error: the fp32 reference (train.*, model.*, data.* without compression) failed: "
               f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
@@ -537,13 +558,20 @@ def main(argv: list[str] | None = None) -> int:
         code = run_local_workers(ctx, argv, n_workers) if n_workers > 1 else run_trials(ctx)
     except KeyboardInterrupt:
         code = 130
-        print("\nsqueeze: interrupted; run the same command again to resume the study", file=sys.stderr)
-    print(summarize(ctx))
+        print(f"\nsqueeze: interrupted{RESUME_HINT}", file=sys.stderr)
+    try:
+        print(summarize(ctx))
+    except KeyboardInterrupt:
+        if code != 130:
+            raise
+        # a second Ctrl-C while the table and plots are written: skip the rest, still end the run KILLED
+        print(f"squeeze: interrupted again: summary skipped (python -m search.pareto "
+              f"study.name={cfg['study']['name']} prints the table)", file=sys.stderr)
+        return 130
     if cfg["mlflow"]["register"] and code != 130:  # final-fit the Pareto trials, register them (docs/reproduce.md)
         from search.reproduce import register_front
 
         code = register_front(tracker, study, setup.objectives, setup.dataset, cfg["mlflow"]["registry_name"]) or code
-    tracker.end_run(parent, "FINISHED" if code == 0 else ("KILLED" if code == 130 else "FAILED"))
     return code
 
 

@@ -65,3 +65,10 @@ def test_latency_noise_within_the_tolerance_does_not_protect_a_trial(front_laten
 def test_no_finished_trials_and_no_baseline_never_stops() -> None:
     assert not should_stop(Running([0.0], 5000, 0.05), [], margin=0.0, study_spread=0.0)
     assert not should_stop(Running([], 5000, 0.05), [Finished([1.0], 1, 0.01)], margin=0.0, study_spread=0.0)
+
+
+def test_the_bar_falls_with_the_folds_seen() -> None:
+    """Two standard errors of a k-fold mean: 4 pt below is noise after one fold, a clear loss after four."""
+    front = [Finished([0.95, 0.95, 0.95, 0.95, 0.95], size_bytes=1000, latency_ms=0.05)]
+    assert not should_stop(Running([0.91], 5000, 0.05), front, margin=0.01, study_spread=0.02)
+    assert should_stop(Running([0.91] * 4, 5000, 0.05), front, margin=0.01, study_spread=0.02)
