@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -73,6 +72,7 @@ def test_squeeze_lists_commands_and_dispatches(tmp_path, capsys):
 
 
 def test_console_script_declared():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, func = scripts["squeeze"].partition(":")
     assert getattr(importlib.import_module(module), func) is cli.main
