@@ -45,7 +45,7 @@ class SqueezeModel(mlflow.pyfunc.PythonModel):
         from search.predict import input_shape
         from trainers import artifact
 
-        self._model = artifact.load(context.artifacts["model"], allow=(context.model_config or {}).get("allow"))
+        self._model = artifact.load(context.artifacts["model"], allow=(getattr(context, "model_config", None) or {}).get("allow"))
         self._meta = dict(self._model.meta or {})
         self._shape = input_shape(self._model)
 

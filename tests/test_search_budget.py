@@ -23,7 +23,7 @@ def test_a_hopeless_trial_is_pruned_after_fold_one_in_optuna_and_mlflow(tmp_path
     study.enqueue_trial(GOOD)
     study.enqueue_trial(HOPELESS)
     proc = sweep(tmp_path, "study.name=stop", "study.n_trials=2", "cv.folds=3", "train.epochs=6",
-                 "study.early_stop_margin=0.05")
+                 "study.early_stop=true", "study.early_stop_margin=0.05")
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = load_study(tmp_path, "stop").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]

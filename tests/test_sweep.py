@@ -16,7 +16,7 @@ from search.pareto import non_dominated_mask
 ROOT = Path(__file__).resolve().parents[1]
 
 #: a study small enough for CI: 2 folds, 2 epochs, short latency protocol
-TINY = ["study.seed_recipes=[]", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
+TINY = ["study.seed_recipes=[]", "study.early_stop=false", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
         "latency.throughput_batch=32", "space=compress_only"]
 
 

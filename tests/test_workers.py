@@ -22,7 +22,7 @@ from search import names
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = "postgresql://postgres@127.0.0.1:5432"
-TINY = ["study.seed_recipes=[]", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
+TINY = ["study.seed_recipes=[]", "study.early_stop=false", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
         "latency.throughput_batch=32", "space=compress_only", "study.name=scale"]
 
 pytestmark = pytest.mark.slow
