@@ -160,3 +160,18 @@ def test_read_completed_matches_get_trials(tmp_path, scheme):
 def test_read_completed_of_empty_study(tmp_path):
     got = read_completed(_open(f"sqlite:///{tmp_path}/o.db"))
     assert got.n_trials == 0 and got.values.shape == (0, 3) and got.numbers.shape == (0,)
+
+
+def test_with_latency_ties_the_bar_refreshes_lazily_and_the_front_is_always_current(tmp_path, monkeypatch):
+    import search.ledger as ledger_module
+
+    study = _open(f"sqlite:///{tmp_path}/optuna.db")
+    study.set_user_attr(ledger_module.LATENCY_NOISE_ATTR, 0.05)
+    study.add_trials([create_trial(values=[0.8, 2.0, 2.0])])
+    monkeypatch.setattr(ledger_module, "TIED_REFRESH_POINTS", 0)      # "many trials" from the first one
+    ledger = StudyLedger(study, OBJECTIVES).update()
+    assert ledger.pareto_size == 1                                     # first computation
+    study.add_trials([create_trial(values=[0.5, 1.0, 3.0])])
+    assert ledger.update().pareto_size == 1                            # within TIED_REFRESH_SECONDS: as before
+    assert ledger.front == [0, 1]                                      # the front itself is recomputed
+    assert ledger.pareto_size == 2
