@@ -146,6 +146,13 @@ def budget_lock(storage_url: str, study_name: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def first_beat(study, trial) -> None:
+    """Record one heartbeat now (RDB storages with heartbeats): Optuna only fails trials that have one."""
+    storage = study._storage
+    if hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval():
+        storage.record_heartbeat(trial._trial_id)
+
+
 @contextmanager
 def heartbeat(study, trial):
     """Record the trial's heartbeat in a background thread while it runs (RDB storages with heartbeats)."""
@@ -356,6 +363,8 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
                     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize",
                                             UserWarning)
                     trial = ctx.study.ask()
+                first_beat(ctx.study, trial)  # at once: a worker killed before run_trial's heartbeat thread
+                                              # starts (MLflow run creation) would leave a never-stale RUNNING trial
             if ledger.failed_all != failed_seen:                  # someone's trial went stale: close its run
                 close_orphan_runs(ctx.study, ctx.tracker)
             bar.set_postfix_str(f"trial {trial.number} running")
