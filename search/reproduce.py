@@ -66,8 +66,9 @@ exit codes: 0 reproduced (or final fit done), 1 not reproduced (difference shown
 
 #: latency passes when within this relative difference of the logged value ...
 LATENCY_REL_TOL = 0.5
-#: ... or within this absolute difference in milliseconds (tiny models time in microseconds)
-LATENCY_ABS_TOL_MS = 0.05
+#: ... or within this absolute difference in milliseconds (tiny models time in microseconds; a sweep times
+#: each fold interleaved with the fp32 reference, which adds tens of microseconds a lone reproduction lacks)
+LATENCY_ABS_TOL_MS = 0.1
 #: metrics that must match exactly (deterministic training, same split, same folds, same file)
 EXACT = (names.ACCURACY, names.ACCURACY_STD, names.SIZE_BYTES)
 
