@@ -60,8 +60,11 @@ def run_study(label: str, seed: int, trials: int, folds: int, workdir: Path, ext
     for r in rows:  # trial_seconds is logged after tell(), so it lives in MLflow only
         if r.run_id:
             r.metrics.setdefault(names.TRIAL_SECONDS, client.get_run(r.run_id).data.metrics.get(names.TRIAL_SECONDS, 0.0))
+    from search.recipes import RECIPE_ATTR
+
     return {"sampler": label, "seed": seed, "name": name, "wall_seconds": wall,
-            "reference": dict(study.user_attrs["reference"]), "rows": rows}
+            "reference": dict(study.user_attrs["reference"]), "rows": rows,
+            "recipe_of": {t.number: t.user_attrs[RECIPE_ATTR] for t in study.trials if RECIPE_ATTR in t.user_attrs}}
 
 
 def summarize(study: dict, reference: dict, folds: int) -> dict:
@@ -88,6 +91,10 @@ def summarize(study: dict, reference: dict, folds: int) -> dict:
         "overhead_share": (1 - work / wall) if wall else None,
         "n_pareto": sum(r.pareto for r in study["rows"]),
         "best_ratio_trial_params": best.params if best else None,
+        # each seed recipe's ratio (None: it finished outside 0.5 pt, or did not finish)
+        "ratio_at_0.5pt_by_recipe": {name: next((r.metrics[names.COMPRESSION_RATIO] for r in within(0.5)
+                                                 if r.number == number), None)
+                                     for number, name in study.get("recipe_of", {}).items()},
     }
 
 
@@ -100,7 +107,13 @@ MODES = {
     "random": ["study.sampler=random", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false"],
     "tpe_before": ["study.sampler=tpe", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false"],
     "default": [],
+    # the default with another sampler (issue 9 item 5: which sampler fits the budget)
+    "default_gp": ["study.sampler=gp"],
+    "default_nsga2": ["study.sampler=nsga2"],
+    "default_random": ["study.sampler=random"],
 }
+#: the four modes of the done-means comparison (the sampler variants run with --modes)
+MAIN_MODES = ["recipes", "random", "tpe_before", "default"]
 #: keys the space samples only since the fine-tune budget became searchable; "tpe_before" leaves them out,
 #: as the space was before (the fine-tune then is the config's: 5 epochs at train.lr)
 NEW_SPACE_KEYS = ("compress.finetune_epochs", "compress.finetune_lr")
@@ -249,6 +262,12 @@ def wallclock_summary(results: list[dict]) -> dict:
                     "trials_per_minute": mean([r["trials_per_minute"] for r in rs]),
                     "wrong_prunes": sum(r["wrong_prunes"] or 0 for r in rs),
                 }
+        if group.get("recipes"):   # the one-line Deep-Compression recipe alone (issue 9's "Why" compares with it)
+            cell["recipes"]["deep_compression_ratio_at_0.5pt"] = mean(
+                [r["ratio_at_0.5pt_by_recipe"].get("deep_compression") or 0.0 for r in group["recipes"]])
+        if "default" in cell and "recipes" in cell and cell["recipes"]["deep_compression_ratio_at_0.5pt"]:
+            cell["default_over_deep_compression_ratio"] = (cell["default"]["best_ratio_at_0.5pt"]
+                                                           / cell["recipes"]["deep_compression_ratio_at_0.5pt"])
         if "default" in cell and "recipes" in cell and cell["recipes"]["best_ratio_at_0.5pt"]:
             cell["default_over_recipes_ratio"] = (cell["default"]["best_ratio_at_0.5pt"]
                                                   / cell["recipes"]["best_ratio_at_0.5pt"])
@@ -270,7 +289,7 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["tpe", "random"])
     parser.add_argument("--quick", action="store_true", help="tiny budget, to check the script runs")
     parser.add_argument("--wallclock", type=float, default=None, help="seconds per study: the wall-clock comparison")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=MAIN_MODES, choices=list(MODES))
     parser.add_argument("--datasets", nargs="+", default=["digits", "breast_cancer", "synthetic"])
     parser.add_argument("--spaces", nargs="+", default=["compress_only", "joint"])
     parser.add_argument("--check-prunes", action="store_true", help="re-run pruned trials on every fold")
