@@ -78,7 +78,8 @@ def scale(data: dict) -> str:
 
 
 MODE_NAMES = {"recipes": "(a) seed recipes only", "random": "(b) random search", "tpe_before": "(c) TPE as before",
-              "default": "(d) new default"}
+              "default": "(d) new default", "default_gp": "(d) with the GP sampler",
+              "default_nsga2": "(d) with NSGA-II", "default_random": "(d) with random sampling"}
 
 
 def search_wallclock(data: dict) -> str:
@@ -96,9 +97,11 @@ def search_wallclock(data: dict) -> str:
                            f"{fmt(c['best_speedup_at_1pt'], '.2f')}× | {c['hypervolume']:.4f} | "
                            f"{c['trials_per_minute']:.1f} | {c['wrong_prunes']} |")
         ratios = [f"(d)/(a) best ratio {fmt(cell.get('default_over_recipes_ratio'), '.2f')}×",
+                  f"(d)/Deep-Compression recipe {fmt(cell.get('default_over_deep_compression_ratio'), '.2f')}×",
                   f"(d)/(b) hypervolume {fmt(cell.get('default_over_random_hypervolume'), '.2f')}×",
                   f"(d)/(c) trials/min {fmt(cell.get('default_over_before_trials_per_minute'), '.2f')}×"]
-        out.append(f"| {cell_name} | **ratios** | {' · '.join(ratios)} | | | | |")
+        if cell.get("default_over_recipes_ratio") is not None:
+            out.append(f"| {cell_name} | **ratios** | {' · '.join(ratios)} | | | | |")
     return "\n".join(out)
 
 

@@ -175,9 +175,8 @@ def full_cv_of_pruned(study_name: str, workdir: Path, rows, objectives) -> int:
     import optuna
     from omegaconf import OmegaConf
 
-    from search import names
+    from search.ledger import latency_noise, pareto_mask, reference_artifacts
     from search.objective import evaluate_config
-    from search.pareto import non_dominated_mask
     from search.sweep import prepare
 
     pruned = [r for r in rows if r.state == "PRUNED"]
@@ -187,7 +186,6 @@ def full_cv_of_pruned(study_name: str, workdir: Path, rows, objectives) -> int:
     argv = json.loads(study.user_attrs.get("bench_argv", "[]"))
     setup, _ = prepare(argv)
     done = np.array([[r.values[o] for o in objectives] for r in rows if r.state == "COMPLETE" and r.values])
-    directions = [names.OBJECTIVE_DIRECTIONS[o] for o in objectives]
     wrong = 0
     from search.space import apply_values
 
@@ -197,11 +195,13 @@ def full_cv_of_pruned(study_name: str, workdir: Path, rows, objectives) -> int:
                                                               for p in setup.params if p.key in trial.params}),
                                      resolve=True)
         with tempfile.TemporaryDirectory() as tmp:
+            # timed against the study's reference folds, as its trials were (a lone measurement reads lower)
             ev = evaluate_config(cfg, setup.dataset.X[setup.dev_idx], setup.dataset.y[setup.dev_idx], setup.folds,
-                                 tmp, meta={"classes": setup.dataset.classes}, cache=setup.base_cache)
+                                 tmp, meta={"classes": setup.dataset.classes}, cache=setup.base_cache,
+                                 references=reference_artifacts(study))
         point = np.array([[ev.metrics[o] for o in objectives]])
         both = np.vstack([done, point]) if len(done) else point
-        wrong += int(non_dominated_mask(both, directions)[-1])
+        wrong += int(pareto_mask(both, objectives, latency_noise(study))[-1])   # the study's own front rule
     return wrong
 
 
