@@ -58,6 +58,7 @@ from trainers import options
 __all__ = [
     "CROSS_RULES", "DATA_INPUTS", "KEYS", "MODEL_INPUTS", "RUNTIMES", "SAMPLERS", "SEQUENCE_DATA", "CrossRule",
     "Key", "Problem", "SweepConfig", "cross_problems", "data_model_problem", "device_problem", "input_problem",
+    "RANKING_MODELS", "loss_model_problem",
     "markdown_table", "nearest_key", "pca_model_problem", "pca_problem", "scheme_bits_problem",
     "workers_storage_problem",
 ]
@@ -83,6 +84,8 @@ DATA_INPUTS: dict[str, str] = {"digits": "image", "breast_cancer": "tabular", "c
                                "ecommerce": "sequence", "interactions": "sequence"}
 #: data groups whose rows are users' event sequences (trainers/data/_sequence.py); they need model=seqrec
 SEQUENCE_DATA = tuple(name for name, kind in DATA_INPUTS.items() if kind == "sequence")
+#: models that rank items (they read sequence data); only they train with ``train.loss=sampled``
+RANKING_MODELS = tuple(name for name, kinds in MODEL_INPUTS.items() if "sequence" in kinds)
 
 
 # --- types: each carries the rule a user reads ("must be <rule>") --------------------------------------
@@ -336,6 +339,10 @@ class Train(Block):
     batch_size: Int(1) = Field(64, description="mini-batch size")
     momentum: Num(0, 1, hi_open=True) = Field(0.9, description="sgd only")
     threads: Int(1) = Field(1, description="CPU threads for training")
+    loss: OneOf(*options.LOSSES) = Field(
+        "full", description="ranking models: full softmax over every item, or sampled softmax (large catalogues)")
+    negatives: Int(1) = Field(options.DEFAULT_NEGATIVES,
+                              description="train.loss=sampled: items drawn uniformly per batch as negatives")
 
 
 class Prune(Block):
@@ -376,6 +383,13 @@ class Quant(Block):
     quantize_first_last: Bool = Field(True, description="also quantize the first and last layer")
 
 
+_SIDE_BITS_TEXT = f"must be one of {'|'.join(map(str, options.SIDE_BITS))}"
+
+
+def _side_bits(v: int) -> str | None:
+    return None if v in options.SIDE_BITS else _SIDE_BITS_TEXT
+
+
 class Compress(Block):
     finetune_epochs: Int(0) = Field(5, description="fine-tune after compression (0 = none)")
     finetune_lr: Num(0, lo_open=True, null=True, f32=True) = Field(None, description="null = train.lr")
@@ -383,6 +397,8 @@ class Compress(Block):
     neurons: Neurons = Field(default_factory=Neurons, description="neuron / channel pruning")
     quant: Quant = Field(default_factory=Quant, description="weight quantization")
     codec: OneOf(*options.CODECS) = Field("lzma", description="entropy coding of the packed file")
+    side_bits: _checked(int, _side_bits, _SIDE_BITS_TEXT) = Field(
+        16, description="quantized layers' scale/offset and biases: 16 = float16 where every value fits, 32 = float32")
     include: Patterns = Field(None, description="layers to compress, by name pattern (null = every Linear, "
                                                 "Conv1d/2d, Embedding)")
     exclude: Patterns = Field([], description="layers kept fp32, by name pattern (e.g. the first and last)")
@@ -578,6 +594,15 @@ def input_problem(model: Any, data_name: Any, input_kind: str) -> Problem | None
     return data_model_problem(data_name, model, input_kind)
 
 
+def loss_model_problem(loss: Any, model: Any) -> Problem | None:
+    """A sampled softmax samples items: only a ranking model (one that reads sequence data) has them."""
+    if loss == "sampled" and model not in RANKING_MODELS:
+        rankers = " or ".join(RANKING_MODELS)
+        return Problem("train.loss", f"must be full unless model.name is {rankers} (a sampled softmax draws "
+                                     f"negative items; model.name is {model!r})")
+    return None
+
+
 def scheme_bits_problem(scheme: Any, bits: Any) -> Problem | None:
     """``compress.quant.bits`` must be a width the chosen scheme quantizes to (or 32 = off)."""
     spec = options.QUANT_SCHEMES.get(scheme) if isinstance(scheme, str) else None
@@ -620,6 +645,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("study.n_workers", "study.storage"), workers_storage_problem),
     CrossRule(("data.pca", "model.name"), pca_model_problem),
     CrossRule(("data.name", "model.name"), data_model_problem),
+    CrossRule(("train.loss", "model.name"), loss_model_problem),
     CrossRule(("compress.quant.scheme", "compress.quant.bits"), scheme_bits_problem),
 )
 
@@ -667,6 +693,7 @@ def markdown_table() -> str:
         npz = "" if "sequence" in kinds else "; `npz` by its file's rank"
         rows.append(f"* `model={model}` reads {' or '.join(kinds)} data ({groups}{npz});")
     rows.append("* `data.pca` only with `model=mlp`, and at most as many components as features and training rows;")
+    rows.append(f"* `train.loss=sampled` only with {' or '.join(f'`model={m}`' for m in RANKING_MODELS)} (ranking);")
     rows.append("* `study.n_workers` > 1 needs `study.storage=journal:<file>` or a database (not SQLite);")
     rows.append("* `device=cuda` needs a CUDA device.")
     return "\n".join(rows)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import pickle
 import struct
@@ -17,7 +19,7 @@ import pytest
 import torch
 
 from trainers import artifact
-from trainers.artifact import FORMAT_VERSION, ArtifactError
+from trainers.artifact import FORMAT_VERSION, READS_VERSIONS, ArtifactError
 from trainers.compress import compress
 from trainers.data import Preprocessor, load_dataset
 from trainers.errors import InputError
@@ -111,7 +113,7 @@ def test_loader_rejects_a_wrong_magic(saved) -> None:
 
 def test_loader_rejects_a_newer_format_version(saved) -> None:
     data = bytearray(saved.read_bytes())
-    assert struct.unpack_from("<H", data, 4)[0] == FORMAT_VERSION
+    assert struct.unpack_from("<H", data, 4)[0] in READS_VERSIONS
     struct.pack_into("<H", data, 4, FORMAT_VERSION + 1)
     saved.write_bytes(bytes(data))
     msg = str(_load_error(saved))
@@ -144,7 +146,8 @@ def test_unpack_of_bytes_names_the_given_source() -> None:
 def test_preamble_fields_describe_the_payload(saved) -> None:
     data = saved.read_bytes()
     magic, version, codec, reserved, length, crc = struct.unpack_from("<4sHBBQI", data)
-    assert (magic, version, codec, reserved) == (b"SQZM", FORMAT_VERSION, 2, 0)
+    half = any("floats" in e for e in artifact.read_header(saved)["tensors"])
+    assert (magic, version, codec, reserved) == (b"SQZM", FORMAT_VERSION if half else 1, 2, 0)
     assert length == len(data) - PREAMBLE
     assert crc == zlib.crc32(data[PREAMBLE:])
 
@@ -240,3 +243,98 @@ def test_load_works_with_pickle_and_torch_load_disabled(saved, digits, model, mo
     with torch.no_grad():
         assert torch.equal(loaded(X), model(X))
     assert loaded.meta == {"trial": 7}
+
+
+# ---------------------------------------------------------------- float16 side information
+
+
+def _header(data: bytes) -> dict:
+    return artifact._split(data, "<bytes>")[0]
+
+
+@pytest.fixture(scope="module")
+def side_models(digits) -> dict[int, Pipeline]:
+    """The ``model`` fixture's setting compressed with ``compress.side_bits`` 32 and 16."""
+    out = {}
+    for side_bits in (32, 16):
+        torch.manual_seed(0)
+        cfg = {"finetune_epochs": 1, "prune": {"ratio": 0.5}, "quant": {"scheme": "uniform", "bits": 4},
+               "side_bits": side_bits}
+        out[side_bits] = _model(*digits, MLP(64, [24, 12], 10), cfg)
+    return out
+
+
+def test_16_bit_side_information_is_stored_as_float16_and_loads_bit_exactly(side_models, digits) -> None:
+    model = side_models[16]
+    data = artifact.pack(model)
+    entries = {e["name"]: e for e in _header(data)["tensors"]}
+    for i in range(3):
+        weight, bias = entries[f"net.layers.{i}.weight"], entries[f"net.layers.{i}.bias"]
+        assert weight["floats"] == "f16"
+        assert weight["blobs"]["scale"][1] == weight["blobs"]["offset"][1] == 2 * weight["shape"][0]
+        assert bias["floats"] == "f16" and bias["blobs"]["codes"][1] == 2 * bias["shape"][0]
+    assert "floats" not in entries["preprocess.mean"]              # not rounded by the compressor: float32
+    loaded = artifact.unpack(data)
+    X = torch.from_numpy(digits[0])
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert artifact.pack(loaded) == data
+    assert struct.unpack_from("<H", data, 4)[0] == FORMAT_VERSION == 2   # an older reader refuses it by version
+    assert struct.unpack_from("<H", artifact.pack(side_models[32]), 4)[0] == 1   # no float16: read by any reader
+
+
+def test_16_bit_side_information_makes_the_file_smaller(side_models) -> None:
+    sizes = {bits: len(artifact.pack(m)) for bits, m in side_models.items()}
+    per_channel = sum(3 * 2 * n for n in (24, 12, 10))             # scale + offset + bias, 2 bytes saved each
+    assert sizes[16] < sizes[32] - per_channel // 2, sizes
+    assert all("floats" not in e for e in _header(artifact.pack(side_models[32]))["tensors"])
+
+
+def _as_float32_file(data: bytes) -> bytes:
+    """``data`` rewritten as a writer without float16 blobs wrote it: every ``floats`` key dropped, the float
+    blobs it named widened to float32, the blob offsets and the preamble recomputed (codec none)."""
+    header, blob = artifact._split(data, "<bytes>")
+    area = bytearray()
+    for entry in header["tensors"]:
+        half = entry.pop("floats", "f32") == "f16"
+        for key, (start, length) in entry["blobs"].items():
+            raw = bytes(blob[start:start + length])
+            if half and (key in ("scale", "offset") or (key == "codes" and entry["scheme"] == "fp32")):
+                raw = np.frombuffer(raw, dtype="<f2").astype("<f4").tobytes()
+            entry["blobs"][key] = [len(area), len(raw)]
+            area.extend(raw)
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    payload = struct.pack("<I", len(text)) + text + bytes(area)
+    return struct.pack("<4sHBBQI", b"SQZM", 1, 0, 0, len(payload), zlib.crc32(payload)) + payload   # version 1
+
+
+def test_an_entry_without_floats_loads_as_float32(side_models, digits) -> None:
+    model = side_models[16]
+    old_style = _as_float32_file(artifact.pack(model, codec="none"))
+    assert all("floats" not in e for e in _header(old_style)["tensors"])
+    loaded = artifact.unpack(old_style)
+    X = torch.from_numpy(digits[0])
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    assert len(artifact.pack(loaded, codec="none")) < len(old_style)   # written again: float16 where lossless
+
+
+@pytest.mark.parametrize("values, dtype", [
+    ([0.5, -2.0, 0.0, 65504.0, 2.0**-24], "f16"),                   # every value exact in float16
+    ([0.5, -2.0, 0.0, 65504.0, 7e4], "f32"),                        # 7e4 > float16's largest
+    ([0.5, -2.0, 0.0, 65504.0, 0.1], "f32"),                        # 0.1 is not exact in float16
+    ([0.5, -2.0, 0.0, 65504.0, 2.0**-25], "f32"),                   # underflows to 0 in float16
+    ([0.5, -2.0, 0.0, 65504.0, math.inf], "f32"),
+])
+def test_a_float_tensor_is_stored_float16_only_when_that_is_lossless(model, digits, values, dtype) -> None:
+    model = copy.deepcopy(model)
+    bias = torch.tensor(values * 2, dtype=torch.float32)           # the last layer's 10 biases
+    with torch.no_grad():
+        model.net.layers[2].bias.copy_(bias)
+    data = artifact.pack(model)
+    entry = next(e for e in _header(data)["tensors"] if e["name"] == "net.layers.2.bias")
+    assert entry.get("floats", "f32") == dtype
+    assert entry["blobs"]["codes"][1] == (2 if dtype == "f16" else 4) * 10
+    assert torch.equal(artifact.unpack(data).net.layers[2].bias, bias)

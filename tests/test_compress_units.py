@@ -352,3 +352,109 @@ def test_uniform_fast_fake_equals_the_generic_encode_decode_path(shape, bits, cl
     q = Uniform(bits, 1.1, clip)
     for x, m in ((w * mask, mask), (w, None)):
         assert torch.equal(q.fake(x, m), Quantizer.fake(q, x, m))
+
+
+# ---------------------------------------------------------------- side information at 16 bits
+
+
+def _is_fp16(t: torch.Tensor) -> bool:
+    return torch.equal(t.half().float(), t)
+
+
+def test_to_side_precision_16_rounds_a_tensor_that_fits_float16() -> None:
+    from trainers.compress.quantize import to_side_precision
+
+    t = torch.tensor([0.1, -3.0, 0.0, 1234.567, 2.0**-14, -65504.0])
+    rounded = to_side_precision(t, 16)
+    assert rounded.dtype == torch.float32
+    assert torch.equal(rounded, t.half().float()) and not torch.equal(rounded, t)
+    assert rounded[1] == -3.0 and rounded[2] == 0.0 and rounded[5] == -65504.0
+
+
+@pytest.mark.parametrize("bad", [7e4, -1e5, 1e-8, 1e-6, -2.0**-15, math.inf, math.nan],
+                         ids=["over", "over_negative", "underflow", "subnormal", "subnormal_negative", "inf", "nan"])
+def test_to_side_precision_16_keeps_float32_when_any_value_would_not_survive(bad: float) -> None:
+    from trainers.compress.quantize import to_side_precision
+
+    t = torch.tensor([0.1, -0.7, bad])
+    out = to_side_precision(t, 16)
+    torch.testing.assert_close(out, t, rtol=0, atol=0, equal_nan=True)     # the whole tensor stays float32
+    assert not _is_fp16(out[:2])
+
+
+def test_to_side_precision_32_is_the_identity_and_other_widths_are_refused() -> None:
+    from trainers.compress.quantize import to_side_precision
+
+    t = torch.tensor([0.1, 7e4, 1e-8])
+    assert to_side_precision(t, 32) is t
+    with pytest.raises(InputError, match=r"^compress\.side_bits: must be one of 16\|32, got 8"):
+        to_side_precision(t, 8)
+    with pytest.raises(InputError, match=r"^compress\.side_bits: "):
+        Uniform(4, side_bits=24)
+
+
+@pytest.mark.parametrize("clip", [1.0, 0.97])
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("shape", [(30, 20), (8, 3, 3, 3)])
+def test_uniform_fast_fake_equals_encode_decode_with_16_bit_side_information(shape, bits, clip) -> None:
+    """With ``side_bits=16`` the grid is float16 (one kept weight in a channel included) and the fine-tune's
+    fast path still gives exactly ``decode(encode(w))``."""
+    from trainers.compress.quantize import Quantizer
+
+    torch.manual_seed(bits)
+    w = torch.randn(shape)
+    mask = torch.rand(shape) > 0.5
+    mask[0] = False
+    mask[0].view(-1)[3] = True                                    # channel 0 keeps a single weight: range 0
+    q = Uniform(bits, 1.1, clip, side_bits=16)
+    for x, m in ((w * mask, mask), (w, None)):
+        enc = q.encode(x, m)
+        assert _is_fp16(enc.scale) and _is_fp16(enc.offset)
+        assert not _is_fp16(Uniform(bits, 1.1, clip).encode(x, m).offset)   # side_bits=32: float32 as before
+        assert torch.equal(q.fake(x, m), Quantizer.fake(q, x, m))
+    single = w[0].view(-1)[3]                                     # within half a step + float16 rounding
+    assert (q.encode(w * mask, mask).decode()[0].view(-1)[3] - single).abs() <= 2.0**-14 + single.abs() * 2.0**-11
+
+
+def test_learned_step_is_used_at_16_bit_precision_in_fake_and_encode() -> None:
+    w = _randn(6, 10, seed=5).requires_grad_()
+    q = Uniform(4, learn_step=True, side_bits=16)
+    q.prepare(w)
+    with torch.no_grad():
+        q.step.mul_(1.0001)                                        # a learned step float16 cannot hold
+    assert not _is_fp16(q.step.detach())
+    enc = q.encode(w)
+    assert torch.equal(enc.scale, q.step.detach().half().float()) and _is_fp16(enc.offset)
+    out = q.fake(w)
+    torch.testing.assert_close(out, enc.decode(), rtol=0, atol=1e-6)
+    out.sum().backward()
+    assert q.step.grad is not None and q.step.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("quantizer", [Binary, Ternary])
+def test_binary_and_ternary_alpha_is_float16_with_16_bit_side_information(quantizer) -> None:
+    w = _randn(6, 20, seed=7)
+    wide, narrow = quantizer().encode(w), quantizer(side_bits=16).encode(w)
+    assert not _is_fp16(wide.scale) and torch.equal(narrow.scale, wide.scale.half().float())
+    assert torch.equal(narrow.codes, wide.codes)                  # the signs (and ternary's zeros) are unchanged
+
+
+def test_compress_rounds_biases_of_quantized_layers_only() -> None:
+    """side_bits=16: a quantized layer's bias is float16; a layer kept fp32 (here the first and last) keeps
+    its float32 bias, and an uncompressed model is not rounded at all."""
+    torch.manual_seed(0)
+    X, y = torch.randn(40, 10), torch.randint(0, 3, (40,))
+    net = MLP(10, [12, 8], 3)
+    before = [layer.bias.detach().clone() for layer in net.layers]
+    assert not any(_is_fp16(b) for b in before)
+    cfg = {"finetune_epochs": 0, "side_bits": 16,
+           "quant": {"scheme": "uniform", "bits": 4, "quantize_first_last": False}}
+    compress(net, X, y, cfg, TRAIN_CFG, seed=0, device="cpu")
+    after = [layer.bias.detach() for layer in net.layers]
+    assert torch.equal(after[0], before[0]) and torch.equal(after[2], before[2])
+    assert torch.equal(after[1], before[1].half().float()) and not torch.equal(after[1], before[1])
+
+    plain = MLP(10, [12, 8], 3)
+    reference = copy.deepcopy(plain.state_dict())
+    compress(plain, X, y, {"finetune_epochs": 0, "side_bits": 16}, TRAIN_CFG, seed=0, device="cpu")
+    assert all(torch.equal(t, reference[k]) for k, t in plain.state_dict().items())

@@ -81,7 +81,7 @@ def _lists_in_code() -> dict[str, list[Path]]:
     lists = {
         "criteria": options.PRUNE_CRITERIA, "scopes": options.PRUNE_SCOPES, "schedules": options.PRUNE_SCHEDULES,
         "importances": options.NEURON_IMPORTANCES, "roundings": options.ROUNDINGS, "codecs": options.CODECS,
-        "optimizers": tuple(options.OPTIMIZERS), "schemes": tuple(options.QUANT_SCHEMES),
+        "optimizers": tuple(options.OPTIMIZERS), "schemes": tuple(options.QUANT_SCHEMES), "losses": options.LOSSES,
         "samplers": schema.SAMPLERS, "devices": schema.DEVICES, "runtimes": schema.RUNTIMES,
     }
     found = {}
@@ -240,3 +240,31 @@ def test_schema_types_of_config_keys():
     assert coerce("study.timeout", "null", schema_type("study.timeout")) is None
     assert coerce("study.timeout", "60", schema_type("study.timeout")) == 60.0
     assert schema_type("no.such.key") is str
+
+
+# --- train.loss and train.negatives ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.loss=foo"], "train.loss: must be one of full|sampled, got 'foo'"),
+        (["train.negatives=0"], "train.negatives: must be an integer >= 1, got 0"),
+        (["train.negatives=1.5"], "train.negatives: must be an integer >= 1, got 1.5"),
+        (["model=cnn", "train.loss=sampled"], "train.loss: must be full unless model.name is seqrec"),
+    ],
+)
+def test_bad_train_loss_values_are_refused_in_one_line(overrides, message):
+    from search.validate import validate_config
+
+    with pytest.raises(InputError) as info:
+        validate_config(compose(overrides))
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_loss_model_rule():
+    assert schema.loss_model_problem("sampled", "mlp").key == "train.loss"
+    assert schema.loss_model_problem("sampled", "seqrec") is None
+    assert schema.loss_model_problem("full", "mlp") is None
+    assert schema.KEYS["train.loss"].default == "full" and schema.KEYS["train.negatives"].default == 256

@@ -18,7 +18,11 @@ path ``target`` and constructor ``kwargs``), a user's model's ``uncompressed_mod
 free-form ``meta``, and one entry per tensor of the model's state dict, in order: its scheme, shape, bits, number of kept values,
 sparse layout (``dense``, ``bitmap`` or ``indices``) and the (offset, length) of its blobs (``mask``,
 ``codes``, ``scale``, ``offset``) in the blob area. Codes are bit-packed (:mod:`trainers.bitpack`);
-per-channel scales and offsets, biases and preprocessing statistics are raw float32.
+an entry's float values - per-channel ``scale`` and ``offset``, and the values of an ``fp32`` tensor (biases,
+preprocessing statistics, fp32 weights) - are raw float16 when that is lossless for all of them (every value
+finite and unchanged by the float16 round trip; ``compress.side_bits=16`` makes side information and
+quantized layers' biases so), else raw float32. The entry then says ``"floats": "f16"`` and the file is
+version 2; absent means float32, and a file with no such entry is written as version 1, as before.
 
 ``size_bytes`` of a model is ``len(pack(model))`` = the file's length. ``load`` decodes every tensor with
 :meth:`~trainers.compress.quantize.Encoded.decode`, the same function that produced the in-memory
@@ -51,11 +55,14 @@ from trainers.errors import InputError
 from trainers.models import Pipeline, build_pipeline
 from trainers.models.custom import trusted_modules
 
-__all__ = ["ALLOW_ENV", "FORMAT_VERSION", "ArtifactError", "pack", "unpack", "save", "load", "weight_stats", "read_header",
+__all__ = ["ALLOW_ENV", "FORMAT_VERSION", "READS_VERSIONS", "ArtifactError", "pack", "unpack", "save", "load", "weight_stats", "read_header",
            "uncompressed_modules"]
 
 MAGIC = b"SQZM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this reader reads: 1 = every float blob float32; 2 = an entry may say ``"floats": "f16"``. A file
+#: without float16 entries is still written as version 1 (byte-identical to before), so older readers read it
+READS_VERSIONS = (1, 2)
 _PREAMBLE = struct.Struct("<4sHBBQI")           # magic, version, codec, reserved, payload length, crc32
 _CODECS = {"none": 0, "zlib": 1, "lzma": 2}
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -90,26 +97,40 @@ def _decompress(data: bytes, codec_id: int, where: str) -> bytes:
     raise ArtifactError(where, f"unknown codec id {codec_id}: written by a newer squeeze?")
 
 
+#: an entry's ``floats`` (absent = ``f32``) -> the numpy dtype of its float blobs (``codes`` of an fp32
+#: tensor, ``scale``, ``offset``)
+_FLOATS = {"f32": "<f4", "f16": "<f2"}
+
+
+def _fits_float16(values: torch.Tensor) -> bool:
+    """Every value finite and exactly representable in float16 (so storing it as float16 is lossless)."""
+    a = values.numpy().astype(np.float32)
+    with np.errstate(over="ignore"):                   # beyond float16's range: inf, so not lossless
+        half = a.astype(np.float16)
+    return bool(np.isfinite(a).all()) and np.array_equal(half.astype(np.float32), a)
+
+
 def _entry(name: str, enc: Encoded, blobs: bytearray) -> dict[str, Any]:
     def put(key: str, data: bytes) -> None:
         entry["blobs"][key] = [len(blobs), len(data)]
         blobs.extend(data)
 
+    floats = {k: v for k, v in (("codes", enc.codes if enc.scheme == "fp32" else None), ("scale", enc.scale),
+                                ("offset", enc.offset)) if v is not None}
+    half = any(v.numel() for v in floats.values()) and all(_fits_float16(v) for v in floats.values())
     entry: dict[str, Any] = {"name": name, "scheme": enc.scheme, "shape": list(enc.shape), "bits": enc.bits,
                              "n_kept": enc.n_kept, "layout": "dense", "blobs": {}}
     if enc.frac_bits:
         entry["frac_bits"] = enc.frac_bits
+    if half:
+        entry["floats"] = "f16"
     if enc.mask is not None:
         entry["layout"], mask_bytes = encode_mask(enc.mask.numpy())
         put("mask", mask_bytes)
-    if enc.scheme == "fp32":
-        put("codes", enc.codes.numpy().astype("<f4").tobytes())
-    else:
+    if enc.scheme != "fp32":
         put("codes", pack_bits(enc.codes.numpy(), enc.bits))
-    for key in ("scale", "offset"):
-        value = getattr(enc, key)
-        if value is not None:
-            put(key, value.numpy().astype("<f4").tobytes())
+    for key, values in floats.items():                 # codes (fp32), scale, offset: in this order
+        put(key, values.numpy().astype(_FLOATS["f16" if half else "f32"]).tobytes())
     return entry
 
 
@@ -141,7 +162,8 @@ def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = Non
         head["uncompressed_modules"] = uncompressed
     header = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
     payload = _compress(struct.pack("<I", len(header)) + header + bytes(blobs), codec)
-    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
+    version = FORMAT_VERSION if any("floats" in t for t in tensors) else 1   # an older reader refuses what it can't read
+    preamble = _PREAMBLE.pack(MAGIC, version, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
     return preamble + payload
 
 
@@ -151,9 +173,9 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     magic, version, codec_id, _, length, crc = _PREAMBLE.unpack_from(data)
     if magic != MAGIC:
         raise ArtifactError(where, f"not a squeeze artifact (magic {magic!r}, expected {MAGIC!r})")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(where, f"format version {version} is not supported by this squeeze (reads version "
-                                   f"{FORMAT_VERSION}); upgrade squeeze or re-export the model")
+    if version not in READS_VERSIONS:
+        raise ArtifactError(where, f"format version {version} is not supported by this squeeze (reads versions "
+                                   f"{', '.join(map(str, READS_VERSIONS))}); upgrade squeeze or re-export the model")
     stored = data[_PREAMBLE.size:]
     if len(stored) != length:
         raise ArtifactError(where, f"truncated or padded: payload has {len(stored)} bytes, header says {length}")
@@ -177,12 +199,16 @@ def _decode_entry(entry: dict[str, Any], blob: memoryview) -> Encoded:
     mask = None
     if entry["layout"] != "dense":
         mask = torch.from_numpy(decode_mask(entry["layout"], get("mask"), numel, n_kept))
+    dtype = _FLOATS[entry.get("floats", "f32")]       # absent (files written before float16): float32
+
+    def floats(data: bytes) -> torch.Tensor:
+        return torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.float32))
+
     if entry["scheme"] == "fp32":
-        codes = torch.from_numpy(np.frombuffer(get("codes"), dtype="<f4").astype(np.float32))
+        codes = floats(get("codes"))
     else:
         codes = torch.from_numpy(unpack_bits(get("codes"), bits, n_kept))
-    per_channel = {k: torch.from_numpy(np.frombuffer(v, dtype="<f4").astype(np.float32))
-                   for k in ("scale", "offset") if (v := get(k)) is not None}
+    per_channel = {k: floats(v) for k in ("scale", "offset") if (v := get(k)) is not None}
     return Encoded(entry["scheme"], shape, bits, mask, codes, frac_bits=entry.get("frac_bits", 0), **per_channel)
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "BITS_OFF", "CLIP_RANGE", "CODECS", "CSV_SEPARATORS", "NEURON_IMPORTANCES", "NEURONS_MAX_RATIO", "OPTIMIZERS",
+    "BITS_OFF", "CLIP_RANGE", "CODECS", "CSV_SEPARATORS", "DEFAULT_NEGATIVES", "LOSSES", "NEURON_IMPORTANCES",
+    "NEURONS_MAX_RATIO", "OPTIMIZERS",
     "PRUNE_CRITERIA", "PRUNE_MAX_RATIO", "PRUNE_SCHEDULES", "PRUNE_SCOPES", "QUANT_SCHEMES", "ROUNDINGS",
-    "SchemeSpec", "THRESHOLD_MAX",
+    "SIDE_BITS", "SchemeSpec", "THRESHOLD_MAX",
 ]
 
 #: ``compress.quant.bits=32`` switches a bit-width scheme off (float32 weights)
@@ -83,9 +84,19 @@ NEURONS_MAX_RATIO = 0.9
 #: ``train.optimizer`` -> the ``torch.optim`` class it builds
 OPTIMIZERS: dict[str, str] = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 
+#: ``train.loss`` of a ranking model (model=seqrec): ``full`` = softmax over every item, ``sampled`` =
+#: sampled softmax over the target and ``train.negatives`` uniformly drawn items (large catalogues)
+LOSSES = ("full", "sampled")
+#: ``train.negatives``: how many items ``sampled`` draws per batch when the config does not say
+DEFAULT_NEGATIVES = 256
+
 #: ``data.sep`` of data=csv: the names a user may give instead of the character (null = detect; or any
 #: single character but a quote or a line break)
 CSV_SEPARATORS: dict[str, str] = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
 
 #: ``compress.codec``: entropy coding of the packed file (trainers/artifact.py gives each an id)
 CODECS = ("none", "zlib", "lzma")
+
+#: ``compress.side_bits``: precision of a quantized layer's side information (per-channel scale/offset and
+#: bias): 16 = float16 where every value of the tensor fits (else float32), 32 = float32
+SIDE_BITS = (16, 32)

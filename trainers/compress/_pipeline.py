@@ -9,7 +9,13 @@ What happens to which tensor:
   layer keep fp32 values (still pruned).
 * **other layers** (LayerNorm, GRU, Conv3d, ...) and excluded ones keep fp32 weights, stored in the
   artifact like any tensor (sizes stay true); :func:`trainers.artifact.uncompressed_modules` names them.
-* **biases** are neither pruned nor quantized: they are stored as fp32 (a few hundred numbers).
+* **side information**: with ``compress.side_bits=16`` (the config default; code default 32) each quantizer's
+  per-channel scale/offset is float16 where every value of the tensor fits
+  (:func:`~trainers.compress.quantize.to_side_precision`), in the fine-tune and in the final encoding alike.
+* **biases** are neither pruned nor quantized. At the very end, the bias of every layer whose weights were
+  quantized is rounded to ``side_bits`` like the side information (float16 when every value fits, which the
+  artifact then stores in 2 bytes a value); layers whose weights stay fp32 keep fp32 biases, so an
+  uncompressed model is never rounded.
 * **neuron pruning** removes hidden units/channels (never inputs or classes) before weight pruning.
 * the **fine-tune** (``compress.finetune_epochs``, lr ``compress.finetune_lr`` or ``train.lr``) trains
   through torch parametrizations ``w_eff = Q(w * mask) * mask`` (STE), so accuracy can recover; a
@@ -32,7 +38,7 @@ from torch.nn.utils import parametrize
 
 from trainers.compress.neurons import prune_neurons
 from trainers.compress.prune import Pruner, zhu_gupta_sparsity
-from trainers.compress.quantize import Encoded, Float32, Quantizer, make_quantizer
+from trainers.compress.quantize import Encoded, Float32, Quantizer, make_quantizer, to_side_precision
 from trainers.fit import train
 
 __all__ = ["COMPRESSIBLE", "CompressionReport", "compress", "compressible_layers"]
@@ -98,8 +104,9 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
     layers = compressible_layers(net, compress_cfg.get("include"), compress_cfg.get("exclude"))
     quant_cfg = compress_cfg.get("quant", {})
     keep_ends_fp32 = not bool(quant_cfg.get("quantize_first_last", True))
+    side_bits = int(compress_cfg.get("side_bits", 32))
     quantizers = [
-        Float32() if keep_ends_fp32 and i in (0, len(layers) - 1) else make_quantizer(quant_cfg, seed + i)
+        Float32() if keep_ends_fp32 and i in (0, len(layers) - 1) else make_quantizer(quant_cfg, seed + i, side_bits)
         for i in range(len(layers))
     ]
     prune_cfg = compress_cfg.get("prune", {})
@@ -153,5 +160,8 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
             report.encodings[f"{name}.weight"] = enc
             zeros += int((module.weight == 0).sum())
             total += module.weight.numel()
+            bias = getattr(module, "bias", None)           # Embedding has none
+            if bias is not None and not isinstance(q, Float32):
+                bias.copy_(to_side_precision(bias, side_bits))
     report.sparsity = zeros / max(total, 1)
     return report

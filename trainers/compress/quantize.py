@@ -5,6 +5,13 @@ for the kept weights plus per-channel float32 parameters. ``Encoded.decode()`` i
 are rebuilt, both in memory after compression and when an artifact is loaded, so the loaded model is
 bit-exact with the model that was scored.
 
+Side information (uniform offset and step, binary/ternary alpha) is computed in float32 and then, with
+``side_bits=16`` (``compress.side_bits``), rounded to float16 by :func:`to_side_precision` when every value
+of the tensor survives that, both in :meth:`Quantizer.fake` and in :meth:`Quantizer.encode`: the codes are
+chosen against the rounded values, so the fine-tune sees, and the file stores, exactly the same grid (the
+artifact then writes those tensors as float16, halving them). For a small model this side information, not
+the codes, dominates the file.
+
 During fine-tune a quantizer is in the loop through :meth:`Quantizer.fake`: the forward pass sees the
 decoded weights, the backward pass the straight-through estimator (STE) ``d w_q / d w = 1``.
 
@@ -17,6 +24,7 @@ Maths (per output channel ``c`` = dim 0, over the kept weights only):
   ``step = (hi - lo) / (2^b - 1) * step_scale``, a grid of ``2^b`` levels centred on ``(lo + hi) / 2``:
   ``q = offset + clamp(round((w - offset) / step), 0, 2^b - 1) * step``. With ``learn_step`` the step is a
   learned parameter during fine-tune (LSQ: the gradient reaches the step through the STE rounding).
+  ``step >= 1e-8``; with ``side_bits=16``, ``>= 2^-14`` in a channel whose kept weights are all equal.
 * binary: ``q = alpha_c * sign(w)``, ``alpha_c = mean |w|`` (1 bit per weight).
 * ternary: ``delta_c = threshold * mean |w|``; ``|w| < delta_c`` becomes 0 (joins the sparsity mask),
   the rest ``alpha_c * sign(w)`` with ``alpha_c = mean of |w| >= delta_c`` (1 bit per kept weight).
@@ -33,12 +41,44 @@ import torch
 from torch import nn
 
 from trainers.errors import InputError
-from trainers.options import BITS_OFF, CLIP_RANGE, QUANT_SCHEMES, ROUNDINGS, THRESHOLD_MAX
+from trainers.options import BITS_OFF, CLIP_RANGE, QUANT_SCHEMES, ROUNDINGS, SIDE_BITS, THRESHOLD_MAX
 
 __all__ = [
     "Encoded", "Quantizer", "Float32", "FixedPoint", "Uniform", "Binary", "Ternary", "make_quantizer",
-    "QUANTIZERS", "SCHEMES",
+    "QUANTIZERS", "SCHEMES", "to_side_precision",
 ]
+
+#: the largest finite float16 and its smallest normal (below it float16 loses precision, then underflows to 0)
+FP16_MAX = 65504.0
+FP16_MIN_NORMAL = 2.0**-14
+
+
+def _check_side_bits(side_bits: int) -> None:
+    if side_bits not in SIDE_BITS:
+        raise InputError("compress.side_bits", f"must be one of {'|'.join(map(str, SIDE_BITS))}, got {side_bits!r}")
+
+
+def to_side_precision(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """``t`` (float32) at the precision side information is kept in: ``bits=32`` returns ``t``; ``bits=16``
+    returns ``t`` rounded to float16 (as float32 values) if **every** value survives that - finite, and every
+    nonzero ``|x|`` in float16's normal range ``[2^-14, 65504]`` (relative error <= 2^-11, sign kept, no
+    underflow to 0) - else ``t`` unchanged. One decision per tensor, so the artifact can store the tensor as
+    float16 losslessly or not at all.
+
+    Example:
+        >>> to_side_precision(torch.tensor([0.1, 0.0, -3.0]), 16).tolist()
+        [0.0999755859375, 0.0, -3.0]
+        >>> to_side_precision(torch.tensor([0.1, 1e5]), 16).tolist()   # 1e5 > 65504: all stay float32
+        [0.10000000149011612, 100000.0]
+    """
+    _check_side_bits(bits)
+    if bits == 32:
+        return t
+    size = t.detach().abs()
+    nonzero = size[size != 0]
+    fits = bool(torch.isfinite(size).all()) and (
+        nonzero.numel() == 0 or (float(nonzero.min()) >= FP16_MIN_NORMAL and float(nonzero.max()) <= FP16_MAX))
+    return t.to(torch.float16).to(torch.float32) if fits else t
 
 
 @dataclass
@@ -51,8 +91,9 @@ class Encoded:
         bits: bits per stored code (32 for fp32 values).
         mask: flat bool tensor of kept positions, or None when every position is kept.
         codes: int64 codes (float32 values for fp32) of the kept positions, row-major order.
-        scale: float32 per channel (uniform step, binary/ternary alpha), or None.
-        offset: float32 per channel (uniform grid start), or None.
+        scale: float32 per channel (uniform step, binary/ternary alpha), or None; float16 values with
+            ``side_bits=16`` when they fit (:func:`to_side_precision`).
+        offset: float32 per channel (uniform grid start), or None; likewise.
         frac_bits: fixed_point fractional bits ``n``.
     """
 
@@ -152,15 +193,24 @@ def _finish(scheme: str, w: torch.Tensor, bits: int, mask: torch.Tensor, codes: 
 
 
 class Quantizer(nn.Module):
-    """Base class: subclasses implement :meth:`encode`; :meth:`fake` is the STE view for training."""
+    """Base class: subclasses implement :meth:`encode`; :meth:`fake` is the STE view for training.
+
+    ``side_bits`` (``compress.side_bits``, 16 or 32): the precision of the per-channel side information the
+    quantizer produces (:func:`to_side_precision`); 32, the default, keeps float32.
+    """
 
     scheme: str = ""
     bits: int = 32
 
+    def __init__(self, side_bits: int = 32) -> None:
+        super().__init__()
+        _check_side_bits(side_bits)
+        self.side_bits = side_bits
+
     @classmethod
-    def from_config(cls, quant_cfg: Mapping[str, Any], seed: int = 0) -> Quantizer:
+    def from_config(cls, quant_cfg: Mapping[str, Any], seed: int = 0, side_bits: int = 32) -> Quantizer:
         """The quantizer for the ``compress.quant.*`` keys it reads (none by default)."""
-        return cls()
+        return cls(side_bits=side_bits)
 
     def encode(self, w: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:  # pragma: no cover
         raise NotImplementedError
@@ -199,8 +249,8 @@ class FixedPoint(Quantizer):
 
     scheme = "fixed_point"
 
-    def __init__(self, bits: int, rounding: str = "nearest", seed: int = 0) -> None:
-        super().__init__()
+    def __init__(self, bits: int, rounding: str = "nearest", seed: int = 0, side_bits: int = 32) -> None:
+        super().__init__(side_bits)                        # no side information: the step is 2^-n
         _check_bits(self.scheme, bits)
         if rounding not in ROUNDINGS:
             raise InputError("compress.quant.rounding", f"must be one of {'|'.join(ROUNDINGS)}, got {rounding!r}")
@@ -208,8 +258,8 @@ class FixedPoint(Quantizer):
         self.generator = torch.Generator().manual_seed(seed)
 
     @classmethod
-    def from_config(cls, quant_cfg, seed=0):
-        return cls(int(quant_cfg["bits"]), quant_cfg.get("rounding", "nearest"), seed)
+    def from_config(cls, quant_cfg, seed=0, side_bits=32):
+        return cls(int(quant_cfg["bits"]), quant_cfg.get("rounding", "nearest"), seed, side_bits)
 
     def frac_bits(self, kept: torch.Tensor) -> int:
         peak = float(kept.abs().max()) if kept.numel() else 0.0
@@ -237,8 +287,9 @@ class Uniform(Quantizer):
 
     scheme = "uniform"
 
-    def __init__(self, bits: int, step_scale: float = 1.0, clip: float = 1.0, learn_step: bool = False) -> None:
-        super().__init__()
+    def __init__(self, bits: int, step_scale: float = 1.0, clip: float = 1.0, learn_step: bool = False,
+                 side_bits: int = 32) -> None:
+        super().__init__(side_bits)
         _check_bits(self.scheme, bits)
         if not CLIP_RANGE[0] < clip <= CLIP_RANGE[1]:
             raise InputError("compress.quant.clip", f"must be in ({CLIP_RANGE[0]:g}, {CLIP_RANGE[1]:g}], got {clip}")
@@ -248,18 +299,25 @@ class Uniform(Quantizer):
         self.step: nn.Parameter | None = None      # LSQ: created on the first fake() call
 
     @classmethod
-    def from_config(cls, quant_cfg, seed=0):
+    def from_config(cls, quant_cfg, seed=0, side_bits=32):
         return cls(int(quant_cfg["bits"]), float(quant_cfg.get("step_scale", 1.0)),
-                   float(quant_cfg.get("clip", 1.0)), bool(quant_cfg.get("learn_step", False)))
+                   float(quant_cfg.get("clip", 1.0)), bool(quant_cfg.get("learn_step", False)), side_bits)
 
     def grid(self, w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel (offset, step) of the 2^b-level grid."""
+        """Per-channel (offset, step) of the 2^b-level grid, at ``side_bits`` precision: offset and step are
+        rounded together (both float16 or both float32), so the grid never moves by one and not the other."""
         levels = 2 ** self.bits - 1
         lo, hi = _channel_quantiles(w, mask, (1 - self.clip, self.clip) if self.clip < 1.0 else (0.0, 1.0))
         step = torch.clamp((hi - lo) / levels * self.step_scale, min=1e-8)
         if self.step is not None:                          # the learned step replaces the derived one
             step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32)
+        if self.side_bits < 32:
+            # a channel with one distinct kept value (or none) takes any step (error <= step / 2): use one that
+            # float16 holds, so a single such channel does not keep the whole layer's grid in float32
+            step = torch.where(hi > lo, step, step.clamp(min=FP16_MIN_NORMAL))
         offset = (lo + hi) / 2 - step * (levels / 2)
+        if self.side_bits < 32:
+            offset, step = to_side_precision(torch.stack([offset, step]), self.side_bits).unbind(0)
         return offset, step
 
     def encode(self, w, mask=None):
@@ -294,9 +352,11 @@ class Uniform(Quantizer):
             return w + (q - w).detach()
         m = _flat_mask(w, mask).reshape(w.shape)
         self.prepare(w, mask)
-        offset, _ = self.grid(w.detach().cpu(), m)
+        offset, grid_step = self.grid(w.detach().cpu(), m)
         shape = (-1,) + (1,) * (w.dim() - 1)
-        step, offset = self.step.abs().clamp(min=1e-8).view(shape), offset.to(w.device).view(shape)
+        step = self.step.abs().clamp(min=1e-8)
+        step = step + (grid_step.to(w.device) - step).detach()   # the grid's (rounded) value, the step's gradient
+        step, offset = step.view(shape), offset.to(w.device).view(shape)
         x = torch.clamp((w - offset) / step, 0, 2 ** self.bits - 1)
         x = x + (torch.round(x) - x).detach()              # STE rounding; the step still gets a gradient
         return offset + x * step
@@ -310,7 +370,7 @@ class Binary(Quantizer):
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
         wd = w.detach().cpu().to(torch.float32)
-        alpha = _channel_mean_abs(wd, m.reshape(w.shape))
+        alpha = to_side_precision(_channel_mean_abs(wd, m.reshape(w.shape)), self.side_bits)
         return _finish("binary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
 
 
@@ -319,15 +379,15 @@ class Ternary(Quantizer):
 
     scheme, bits = "ternary", 1
 
-    def __init__(self, threshold: float = 0.7) -> None:
-        super().__init__()
+    def __init__(self, threshold: float = 0.7, side_bits: int = 32) -> None:
+        super().__init__(side_bits)
         if not 0 < threshold <= THRESHOLD_MAX:
             raise InputError("compress.quant.threshold", f"must be in (0, {THRESHOLD_MAX:g}], got {threshold}")
         self.threshold = threshold
 
     @classmethod
-    def from_config(cls, quant_cfg, seed=0):
-        return cls(float(quant_cfg.get("threshold", 0.7)))
+    def from_config(cls, quant_cfg, seed=0, side_bits=32):
+        return cls(float(quant_cfg.get("threshold", 0.7)), side_bits)
 
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
@@ -336,7 +396,7 @@ class Ternary(Quantizer):
         per_channel = wd.numel() // wd.shape[0]
         big = wd.flatten().abs() >= delta.repeat_interleave(per_channel)
         m = m & big
-        alpha = _channel_mean_abs(wd, m.reshape(w.shape))
+        alpha = to_side_precision(_channel_mean_abs(wd, m.reshape(w.shape)), self.side_bits)  # delta: not stored
         return _finish("ternary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
 
 
@@ -349,12 +409,13 @@ assert set(QUANTIZERS) == set(QUANT_SCHEMES), "trainers/options.py and QUANTIZER
 SCHEMES = tuple(QUANT_SCHEMES)
 
 
-def make_quantizer(quant_cfg: Mapping[str, Any], seed: int = 0) -> Quantizer:
-    """The quantizer for ``compress.quant.*`` (``scheme=none`` or ``bits=32`` gives :class:`Float32`)."""
+def make_quantizer(quant_cfg: Mapping[str, Any], seed: int = 0, side_bits: int = 32) -> Quantizer:
+    """The quantizer for ``compress.quant.*`` (``scheme=none`` or ``bits=32`` gives :class:`Float32`), with its
+    side information at ``side_bits`` (``compress.side_bits``)."""
     scheme = quant_cfg.get("scheme", "none")
     if scheme not in QUANTIZERS:
         raise InputError("compress.quant.scheme", f"must be one of {'|'.join(SCHEMES)}, got {scheme!r}")
     bits = int(quant_cfg.get("bits", BITS_OFF))
     if QUANT_SCHEMES[scheme].bits is not None and bits == BITS_OFF:
-        return Float32()
-    return QUANTIZERS[scheme].from_config({**quant_cfg, "bits": bits}, seed)
+        return Float32(side_bits)
+    return QUANTIZERS[scheme].from_config({**quant_cfg, "bits": bits}, seed, side_bits)
