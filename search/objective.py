@@ -4,8 +4,8 @@ Knows nothing of Optuna or MLflow: it takes a plain config dict and arrays, runs
 :func:`trainers.pipeline.run_fold` on every fold, and returns means, standard deviations and per-fold
 values. The held-out test split is never passed in: callers give the development rows only.
 
-Ranking data (``model=seqrec``): ``accuracy`` is HR@k and the folds also report ``ndcg`` (NDCG@k);
-:func:`popularity_baseline` scores the popularity ranking on the same folds.
+Ranking data (:class:`trainers.task.Ranking`): ``accuracy`` is HR@k and the folds also report ``ndcg``
+(NDCG@k); the task's :meth:`~trainers.task.Task.baseline` scores the popularity ranking on the same folds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from search import names
 
-__all__ = ["Evaluation", "evaluate_config", "reference_config", "fold_seed", "popularity_baseline"]
+__all__ = ["Evaluation", "evaluate_config", "reference_config", "fold_seed"]
 
 #: per-fold metrics averaged into the trial's values
 FOLD_METRICS = (names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS, names.THROUGHPUT,
@@ -78,6 +78,8 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
                     references: Sequence[Any] | None = None) -> Evaluation:
     """Cross-validate ``cfg`` on the development rows ``X, y`` with the study's ``folds``.
 
+    ``cfg`` comes through :func:`trainers.task.configure` (the data's task and output size, the same for every
+    fold and for the final fit); a config without ``n_classes`` gets one score per class of ``meta["classes"]``.
     Each fold trains on its training rows (or takes the fp32 base from ``cache``, a
     :class:`trainers.base_cache.BaseCache`), writes ``workdir/fold<k>.sqz`` and scores the model loaded
     from that file on its validation rows. ``after_fold(rows so far)`` is asked after every fold but the
@@ -89,8 +91,8 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
 
     workdir = Path(workdir)
     cfg = dict(cfg)
-    # every class gets a score, even one absent from these rows (a ranker scores every item of the catalog)
-    cfg.setdefault("n_classes", len(meta["classes"]) if meta and meta.get("classes") else int(np.max(y)) + 1)
+    if not cfg.get("n_classes") and meta and meta.get("classes"):   # a caller that did not configure()
+        cfg["n_classes"] = len(meta["classes"])
     rows, results, stopped = [], [], False
     for k, (train_idx, val_idx) in enumerate(folds):
         # the runtime is chosen by measurement on the first fold and serves the others (same architecture and
@@ -114,14 +116,3 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
     return Evaluation(metrics, rows, first.runtime, first.latency_protocol, Path(first.artifact_path),
                       [r.runtime for r in results], stopped)
 
-
-def popularity_baseline(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
-                        folds: list[tuple[np.ndarray, np.ndarray]], n_classes: int) -> dict[str, float]:
-    """Ranking data: HR@k and NDCG@k of recommending the training rows' most frequent items, averaged over
-    the study's folds and scored like the models (all items, the user's history excluded)."""
-    from trainers.ranking import rank_popularity
-
-    k = int(cfg["data"].get("top_k", 10))
-    scores = [rank_popularity(X[tr], y[tr], X[va], y[va], n_classes, k) for tr, va in folds]
-    return {names.POPULARITY_HR: float(np.mean([s["hr"] for s in scores])),
-            names.POPULARITY_NDCG: float(np.mean([s["ndcg"] for s in scores]))}

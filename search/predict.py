@@ -227,8 +227,12 @@ def _read_input(args: Mapping[str, str], meta: Mapping[str, Any], shape: list[in
 # --- recommenders -------------------------------------------------------------------------------------
 
 def is_recommender(model: Any) -> bool:
-    """Whether the artifact's network ranks items (``seqrec``) rather than classifying rows."""
-    return getattr(model, "net", None) is not None and model.net.spec().get("type") == "seqrec"
+    """Whether the artifact's network ranks items rather than classifying rows (its task,
+    :func:`trainers.task.task_of`, is :class:`~trainers.task.Ranking`)."""
+    from trainers.task import Ranking, task_of
+
+    net = getattr(model, "net", None)
+    return net is not None and isinstance(task_of(net_type=str(net.spec().get("type"))), Ranking)
 
 
 def recommend(model: Any, log: Any, k: int = DEFAULT_TOP_K, users_frame: Any = None, user_col: str = "user",

@@ -255,6 +255,13 @@ class StudyData:
     test_idx: np.ndarray
     folds: list[tuple[np.ndarray, np.ndarray]]
 
+    def trainer_config(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """``cfg`` with the data's task and output size (:func:`trainers.task.configure`): the CV folds and
+        the final fit build the same output layer (a ranker scores every item, not only the dev targets)."""
+        from trainers.task import configure
+
+        return configure(cfg, self.dataset)
+
 
 def _split(ds: Any, cfg: Mapping[str, Any]):
     """``(dev_idx, test_idx, folds)`` exactly as the sweep computes them."""
@@ -301,7 +308,8 @@ def cross_validate(record: TrialRecord, data: StudyData, workdir: Path) -> tuple
 
     ds = data.dataset
     runtimes = list(record.fold_runtimes) or [record.runtime]    # older records: fold 0's runtime only
-    ev = evaluate_config(record.cfg, ds.X[data.dev_idx], ds.y[data.dev_idx], data.folds, workdir,
+    ev = evaluate_config(data.trainer_config(record.cfg), ds.X[data.dev_idx], ds.y[data.dev_idx], data.folds,
+                         workdir,
                          meta=trial_meta(record, ds), runtimes=runtimes)
     return dict(ev.metrics), list(ev.runtimes)
 
@@ -416,11 +424,9 @@ def final_fit(record: TrialRecord, data: StudyData, path: Path) -> dict[str, Any
     """
     from trainers.pipeline import run_fold
 
-    cfg = dict(record.cfg)
+    cfg = data.trainer_config(record.cfg)             # as the CV folds: the same task and output size
     ds = data.dataset
     X_dev, y_dev = ds.X[data.dev_idx], ds.y[data.dev_idx]
-    cfg.setdefault("n_classes", len(ds.classes))                 # as search.objective.evaluate_config (a ranker
-                                                                 # scores every item, not only the dev targets)
     runtime = record.runtime or "fp32_dense"
     result = run_fold(cfg, X_dev, y_dev, ds.X[data.test_idx], ds.y[data.test_idx], final_seed(cfg["seed"]),
                       path, meta=final_meta(record, ds, runtime), runtime=runtime)

@@ -82,6 +82,13 @@ class Setup:
     base_cache: Any = None            # trainers.base_cache.BaseCache, or None (study.base_cache=false)
     started: float = field(default_factory=time.monotonic)   # study.timeout counts from here (references included)
 
+    @property
+    def task(self) -> Any:
+        """The data's :class:`trainers.task.Task` (classification or ranking), from ``Dataset.kind``."""
+        from trainers.task import task_of
+
+        return task_of(kind=self.dataset.kind)
+
 
 def base_cache_dir(cfg_dict: dict[str, Any], storage_url: str) -> Path:
     """``study.base_cache_dir``, or ``base-cache/<study.name>`` beside the SQLite / journal storage file
@@ -248,9 +255,6 @@ def _latency_floor(setup: Setup, ev, ref_dir: Path, X, y, study) -> dict[str, fl
     """Keep the reference's fold artifacts for the trials (study attr ``reference_artifacts``), time fold 0
     against itself (A/A: ``latency_noise``, the study attr the Pareto ties use) and an empty forward in its
     runtime (``latency_overhead_ms`` and its share of the reference's latency)."""
-    import numpy as np
-    import torch
-
     from search.ledger import LATENCY_NOISE_ATTR, REFERENCE_ARTIFACTS_ATTR
     from trainers.measure import LatencyProtocol, empty_forward_ms
     from trainers.pipeline import ReferenceArtifact, evaluate_artifact
@@ -262,8 +266,7 @@ def _latency_floor(setup: Setup, ev, ref_dir: Path, X, y, study) -> dict[str, fl
     aa = evaluate_artifact(refs[0].path, X0, y0, cfg["latency"], k=int(cfg["data"].get("top_k", 10)),
                            runtime=refs[0].runtime, reference=refs[0])
     noise = max(aa[names.SPEEDUP_CI_HIGH] - 1.0, 1.0 - aa[names.SPEEDUP_CI_LOW], 0.0)
-    X0t = torch.from_numpy(np.ascontiguousarray(X0, dtype=np.int64 if setup.dataset.kind == "sequence" else np.float32))
-    overhead = empty_forward_ms(refs[0].runtime, X0t, LatencyProtocol.from_config(cfg["latency"]))
+    overhead = empty_forward_ms(refs[0].runtime, setup.task.as_input(X0), LatencyProtocol.from_config(cfg["latency"]))
     study.set_user_attr(REFERENCE_ARTIFACTS_ATTR, [vars(r) for r in refs])
     study.set_user_attr(LATENCY_NOISE_ATTR, noise)
     print(f"latency noise floor (A/A): ±{100 * noise:.1f}%; an empty forward in {refs[0].runtime} takes "
@@ -280,14 +283,15 @@ def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> di
     if study.user_attrs.get("reference"):
         return dict(study.user_attrs["reference"])
     from search.objective import evaluate_config, reference_config
+    from trainers.task import configure
 
     print("evaluating the fp32 reference ...", file=sys.stderr, flush=True)
-    ds = setup.dataset
+    ds, task = setup.dataset, setup.task
     X, y = ds.X[setup.dev_idx], ds.y[setup.dev_idx]
     # the reference's fold artifacts stay beside the base cache: every trial's fold is timed against its own
     ref_dir = base_cache_dir(setup.cfg_dict, setup.storage_url) / "reference"
     ref_dir.mkdir(parents=True, exist_ok=True)
-    ev = evaluate_config(reference_config(setup.cfg_dict), X, y, setup.folds, ref_dir,
+    ev = evaluate_config(configure(reference_config(setup.cfg_dict), ds), X, y, setup.folds, ref_dir,
                          meta={"classes": ds.classes}, cache=setup.base_cache)
     ref = dict(ev.metrics)
     extra = _latency_floor(setup, ev, ref_dir, X, y, study)
@@ -298,8 +302,9 @@ def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> di
               file=sys.stderr, flush=True)
         try:
             with tempfile.TemporaryDirectory(prefix="squeeze-ref-long-") as tmp:
-                long_ev = evaluate_config(reference_config(setup.cfg_dict, train_epochs, finetune_epochs), X, y,
-                                          setup.folds, tmp, meta={"classes": ds.classes}, cache=setup.base_cache)
+                long_cfg = configure(reference_config(setup.cfg_dict, train_epochs, finetune_epochs), ds)
+                long_ev = evaluate_config(long_cfg, X, y, setup.folds, tmp, meta={"classes": ds.classes},
+                                          cache=setup.base_cache)
             extra[names.REFERENCE_LONG_ACCURACY] = long_ev.metrics[names.ACCURACY]
         except Exception as err:  # e.g. the configured fine-tune lr diverges: trials will say so; the study goes on
             message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
@@ -308,10 +313,8 @@ def ensure_reference(ctx_tracker, study, setup: Setup, parent_run_id: str) -> di
             ctx_tracker.log(parent_run_id, tags={"reference_long_error": message[:500]})
             del extra[names.REFERENCE_LONG_ACCURACY]
     extra[names.REFERENCE_LONG_EPOCHS] = float(train_epochs + finetune_epochs)
-    if ds.kind == "sequence":  # recommenders: the popularity baseline on the same folds, scored the same way
-        from search.objective import popularity_baseline
-
-        extra.update(popularity_baseline(setup.cfg_dict, X, y, setup.folds, len(ds.classes)))
+    # the task's baseline on the same folds, scored the same way (recommenders: popularity; classifiers: none)
+    extra.update(task.baseline(X, y, setup.folds, task.n_outputs(ds), int(setup.cfg_dict["data"].get("top_k", 10))))
     ctx_tracker.log(parent_run_id, metrics={**{names.REFERENCE_PREFIX + k: v for k, v in ref.items()}, **extra},
                     tags={"reference_runtime": ev.runtime})
     study.set_user_attr("reference", ref)

@@ -8,11 +8,14 @@ latency is measured on the model loaded from it, accuracy is that same loaded mo
 ``cfg`` is a plain nested dict with the keys of conf/sweep.yaml (``data``, ``model``, ``train``,
 ``compress``, ``latency``, ``device``).
 
-Ranking (``model=seqrec`` on sequence data, see :mod:`trainers.data._sequence`): rows are users' event
-windows ``(C, L)`` and ``y`` their next item. The network trains on its next-item loss at every position
-(full softmax over all items), then compresses as any other; the loaded model is scored with HR@k as
-``accuracy`` and NDCG@k as ``ndcg`` (``k = data.top_k``, ranking over all items minus the user's history,
-:mod:`trainers.ranking`), and latency is the time to score every item for one request (batch 1).
+What differs between classification and ranking is the task's (:mod:`trainers.task`): the config's
+``task`` (set with ``n_classes`` by :func:`trainers.task.configure`; else its model's) builds the model, and the
+artifact's network picks how it is scored. Ranking (``model=seqrec`` on sequence data, see
+:mod:`trainers.data._sequence`): rows are users' event windows ``(C, L)`` and ``y`` their next item. The network
+trains on its next-item loss at every position (full softmax over all items), then compresses as any other;
+the loaded model is scored with HR@k as ``accuracy`` and NDCG@k as ``ndcg`` (``k = data.top_k``, ranking over
+all items minus the user's history, :mod:`trainers.ranking`), and latency is the time to score every item for
+one request (batch 1).
 """
 
 from __future__ import annotations
@@ -29,18 +32,13 @@ import torch
 from trainers import artifact
 from trainers.base_cache import BaseCache, base_key
 from trainers.compress import compress
-from trainers.data import Preprocessor
-from trainers.data._sequence import user_channels
 from trainers.fit import resolve_device, seed_everything, train
-from trainers.measure import LatencyProtocol, LatencyResult, accuracy, build_runtime, choose_runtime
-from trainers.models import Pipeline, Preprocess, build_net, build_pipeline, net_spec_from_config
-from trainers.ranking import rank_model
+from trainers.measure import LatencyProtocol, LatencyResult, build_runtime, choose_runtime
+from trainers.models import Pipeline, build_pipeline
+from trainers.task import Task, config_task, task_of
 
-__all__ = ["FoldResult", "Fitted", "RANKERS", "ReferenceArtifact", "fit_base", "fit_and_compress", "fit_compressed", "evaluate_artifact",
-           "is_ranking", "run_fold"]
-
-#: network types that rank items (sequence data) instead of classifying rows
-RANKERS = ("seqrec",)
+__all__ = ["FoldResult", "Fitted", "ReferenceArtifact", "fit_base", "fit_and_compress", "fit_compressed",
+           "evaluate_artifact", "run_fold"]
 
 
 @dataclass
@@ -86,14 +84,10 @@ class Fitted:
     compress_seconds: float        # neuron pruning, weight pruning, quantization, fine-tune, encoding
 
 
-def _training_tensors(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray) -> tuple[torch.Tensor, int]:
-    """The labels and the class count (items + 1 for a ranker) that training uses."""
-    yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
-    if cfg.get("n_classes"):
-        return yt, int(cfg["n_classes"])
-    if is_ranking(cfg):
-        return yt, max(int(np.max(X_train[:, 0])), int(yt.max())) + 1
-    return yt, int(yt.max()) + 1
+def _n_outputs(cfg: Mapping[str, Any], task: Task, X_train: np.ndarray, y_train: np.ndarray) -> int:
+    """The output size training builds: ``cfg["n_classes"]`` (:func:`trainers.task.configure` sets it from the
+    dataset), else what the training rows show."""
+    return int(cfg["n_classes"]) if cfg.get("n_classes") else task.n_outputs_of_rows(X_train, y_train)
 
 
 def fit_base(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, seed: int,
@@ -105,45 +99,27 @@ def fit_base(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, s
     follows does not depend on where it came from.
     """
     seed_everything(seed)
-    yt, n_classes = _training_tensors(cfg, X_train, y_train)
+    task = config_task(cfg)
+    yt = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    n_outputs = _n_outputs(cfg, task, X_train, y_train)
     device = cfg.get("device", "auto")
-    key = base_key(cfg, X_train, y_train, seed, n_classes, resolve_device(device).type) if cache else ""
+    key = base_key(cfg, X_train, y_train, seed, n_outputs, resolve_device(device).type) if cache else ""
     hit = cache.get(key) if cache else None
     if hit is not None:
         spec, state = hit
         model = build_pipeline(spec)
         model.load_state_dict(state)
-        model.eval()
-        with torch.no_grad():
-            Xt = _as_input(cfg, X_train)
-            Xt = Xt if is_ranking(cfg) else model.preprocess(Xt)
-        return model, Xt, yt, True
-    if is_ranking(cfg):          # event windows (N, C, L) of item ids: no preprocessing
-        Xt = _as_input(cfg, X_train)
-        vocab = [int(Xt[:, c].max()) for c in range(1, Xt.shape[1])]   # ids seen in training; others -> 0
-        n_side = len(vocab) - user_channels(cfg["data"])                # user features are the last channels
-        assert n_side >= 0, f"data={cfg['data'].get('name')} gives more user channels than X has {Xt.shape[1]}"
-        preprocess = Preprocess(list(Xt.shape[1:]), standardize=False)
-        net = build_net(net_spec_from_config(cfg["model"], list(Xt.shape[1:]), n_classes, vocab[:n_side],
-                                             vocab[n_side:]))
     else:
-        data_cfg = cfg["data"]
-        pre = Preprocessor(standardize=bool(data_cfg.get("standardize", True)), pca=data_cfg.get("pca"))
-        pre.fit(X_train)
-        preprocess = Preprocess.from_state(list(X_train.shape[1:]), pre.state_dict())
-        with torch.no_grad():
-            Xt = preprocess(_as_input(cfg, X_train))
-        net = build_net(net_spec_from_config(cfg["model"], list(Xt.shape[1:]), n_classes))
-    train(net, Xt, yt, cfg["train"], seed, device=device)
-    model = Pipeline(preprocess, net).eval()
+        model = task.build(cfg, X_train, n_outputs)
+    with torch.no_grad():        # the training rows as the network sees them (a ranker has no preprocessing)
+        Xt = model.preprocess(task.as_input(X_train))
+    if hit is not None:
+        return model.eval(), Xt, yt, True
+    train(model.net, Xt, yt, cfg["train"], seed, device=device)
+    model.eval()
     if cache is not None:
         cache.put(key, model.spec(), model.state_dict())
     return model, Xt, yt, False
-
-
-def _as_input(cfg: Mapping[str, Any], X: np.ndarray) -> torch.Tensor:
-    dtype = np.int64 if is_ranking(cfg) else np.float32
-    return torch.from_numpy(np.ascontiguousarray(X, dtype=dtype))
 
 
 def fit_and_compress(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, seed: int,
@@ -220,21 +196,21 @@ def evaluate_artifact(path: str | Path, X: np.ndarray, y: np.ndarray, latency_cf
                       k: int = 10, runtime: str | None = None,
                       reference: ReferenceArtifact | None = None) -> dict[str, Any]:
     """Load the file, pick the fastest runtime it allows (or serve on ``runtime``), score and time it
-    (a ranker: HR@k and NDCG@k). With ``reference`` the chosen runtime is timed against the study's fp32
-    reference in alternating blocks (:func:`trainers.measure.measure_paired`): ``speedup`` and its
-    interval are paired; ``latency_ms`` and its interval are measured in this process, as without it."""
+    as its network's task scores it (:meth:`trainers.task.Task.evaluate`: accuracy; a ranker: HR@k as
+    ``accuracy`` and NDCG@k, latency = scoring every item for one request). With ``reference`` the chosen
+    runtime is timed against the study's fp32 reference in alternating blocks
+    (:func:`trainers.measure.measure_paired`): ``speedup`` and its interval are paired; ``latency_ms`` and its
+    interval are measured in this process, as without it."""
     loaded = artifact.load(path)
-    if loaded.net.spec()["type"] in RANKERS:
-        return _evaluate_ranker(path, loaded, X, y, latency_cfg, k, runtime, reference)
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    task = task_of(net_type=loaded.net.spec()["type"])        # only the file is at hand: its network says
+    Xt = task.as_input(X)
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     runtime_model, _, timing = _timed(loaded, Xt, latency_cfg, runtime, reference)
-    stats = artifact.weight_stats(loaded)
     return {
-        "accuracy": accuracy(runtime_model, Xt, yt),
+        **task.evaluate(runtime_model, Xt, yt, k),
         "size_bytes": Path(path).stat().st_size,
         **timing,
-        **stats,
+        **artifact.weight_stats(loaded),
     }
 
 
@@ -259,26 +235,3 @@ def run_fold(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, X
                       units_kept=fitted.units_kept, train_seconds=fitted.train_seconds,
                       compress_seconds=fitted.compress_seconds, base_cached=fitted.base_cached, **scores)
 
-
-# --- ranking (sequence data, model=seqrec) ------------------------------------------------------------
-
-def is_ranking(cfg: Mapping[str, Any]) -> bool:
-    """Whether ``cfg`` trains a ranker (next-item recommendation) rather than a classifier."""
-    return cfg["model"]["name"] in RANKERS
-
-
-def _evaluate_ranker(path: str | Path, loaded: Pipeline, X: np.ndarray, y: np.ndarray,
-                     latency_cfg: Mapping[str, Any], k: int, runtime: str | None = None,
-                     reference: ReferenceArtifact | None = None) -> dict[str, Any]:
-    """HR@k (as ``accuracy``) and NDCG@k of the loaded ranker; latency = scoring all items for one request."""
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.int64))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    runtime_model, _, timing = _timed(loaded, Xt, latency_cfg, runtime, reference)
-    ranking = rank_model(runtime_model, Xt, yt, k)
-    return {
-        "accuracy": ranking["hr"],
-        "ndcg": ranking["ndcg"],
-        "size_bytes": Path(path).stat().st_size,
-        **timing,
-        **artifact.weight_stats(loaded),
-    }
