@@ -57,6 +57,20 @@ def test_ecommerce_next_category_follows_the_transition_chain():
     assert top2 / len(pairs) > 0.6                      # vs 2 / n_categories = 0.2 for independent categories
 
 
+def test_ecommerce_world_is_the_same_as_before_the_generator_was_vectorized():
+    """A pinned digest of TINY_SHOP's events (taken from the per-candidate generator before issue 13): the
+    same config gives the same shop across versions, so earlier benchmark results stay comparable."""
+    import hashlib
+
+    histories, _ = generate_histories(TINY_SHOP)
+    assert hashlib.sha256(np.concatenate(histories).tobytes()).hexdigest()[:16] == "ad07329638a4e73e"
+
+
+def test_ecommerce_users_never_buy_more_events_than_items():
+    histories, _ = generate_histories({"n_users": 30, "n_items": 6, "n_categories": 3, "max_events": 12})
+    assert max(len(h) for h in histories) == 6 and all(len(np.unique(h[:, 0])) == len(h) for h in histories)
+
+
 def test_ecommerce_rejects_bad_sizes():
     with pytest.raises(InputError, match=r"^data.n_categories: must be an integer in \[3, 40\], got 100"):
         load_dataset({**TINY_SHOP, "n_categories": 100})
@@ -207,7 +221,8 @@ def sentinel_histories(n_users: int = 12, seed: int = 0) -> tuple[list[np.ndarra
 
 def test_leave_last_out_keeps_every_last_event_out_of_the_search(monkeypatch):
     import trainers.pipeline
-    from search.objective import evaluate_config, popularity_baseline
+    from search.objective import evaluate_config
+    from trainers.task import TASKS
 
     histories, last = sentinel_histories()
     classes = ["<pad>", *map(str, range(1, 101 + len(histories)))]
@@ -235,7 +250,7 @@ def test_leave_last_out_keeps_every_last_event_out_of_the_search(monkeypatch):
     monkeypatch.setattr(trainers.pipeline, "run_fold", spy)
     evaluate_config({"seed": 0}, X, y, folds, "unused", meta={"classes": classes})
     assert len(seen) == 4 * len(folds) and not last & set(np.concatenate(seen).tolist())
-    popularity_baseline({"data": {"top_k": 10}}, X, y, folds, len(classes))     # runs on dev rows only
+    TASKS["ranking"].baseline(X, y, folds, len(classes), k=10)                   # runs on dev rows only
 
     # the test row of a user is its dev row shifted by one event: the validation event enters as input
     dev_rows, test_rows = ds.X[dev_idx], ds.X[test_idx]
@@ -394,3 +409,149 @@ def test_tiny_recommender_study_records_hr_and_ndcg(tmp_path):
         assert run.data.tags["state"] == "COMPLETE", run.data.tags.get("error")
         assert {"accuracy", "ndcg", "size_bytes", "latency_ms"} <= set(run.data.metrics)
         assert 0 <= run.data.metrics["ndcg"] <= run.data.metrics["accuracy"] <= 1
+
+
+# ---------------------------------------------------------------- train.loss: full or sampled softmax
+
+
+def _new_seqrec(X: torch.Tensor, n_classes: int, seed: int) -> torch.nn.Module:
+    """A fresh seqrec (MODEL, with user features) for ecommerce rows ``X``, built the way fit_base builds it."""
+    from trainers.fit import seed_everything
+    from trainers.models import build_net, net_spec_from_config
+
+    seed_everything(seed)
+    vocab = [int(X[:, c].max()) for c in range(1, X.shape[1])]
+    n_side = X.shape[1] - 1 - 4                                                 # 4 user channels (ecommerce)
+    return build_net(net_spec_from_config({**MODEL, "user_features": True}, list(X.shape[1:]), n_classes,
+                                          vocab[:n_side], vocab[n_side:]))
+
+
+def _trained_seqrec(X: torch.Tensor, y: torch.Tensor, n_classes: int, train_cfg: dict, seed: int):
+    """:func:`_new_seqrec` trained by :func:`trainers.fit.train` on rows ``X, y``."""
+    from trainers.fit import train
+
+    net = _new_seqrec(X, n_classes, seed)
+    train(net, X, y, train_cfg, seed, device="cpu")
+    return net
+
+
+def _reference_full_softmax_training(X, y, n_classes, train_cfg, seed):
+    """An oracle: the training loop and next-item loss as written before ``train.loss`` existed."""
+    import torch.nn.functional as F
+
+    net = _new_seqrec(X, n_classes, seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(train_cfg["threads"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    generator, bs = torch.Generator().manual_seed(seed), train_cfg["batch_size"]
+    net.train()
+    for _ in range(train_cfg["epochs"]):
+        order = torch.randperm(len(X), generator=generator)
+        for start in range(0, len(X), bs):
+            xb, yb = X[order[start:start + bs]], y[order[start:start + bs]]
+            h = net.encode(xb) + net.user_state(xb)[:, None]
+            items = xb[:, 0, -h.shape[1]:]
+            targets = torch.cat([items[:, 1:], yb[:, None]], dim=1)
+            real = items > 0
+            loss = F.cross_entropy(h[real] @ net.item_emb.weight.T, targets[real])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    torch.set_num_threads(threads)
+    return net.eval()
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def shop_rows(shop):
+    ds, dev, test = shop
+    return (torch.from_numpy(ds.X[dev]), torch.from_numpy(ds.y[dev]), torch.from_numpy(ds.X[test]),
+            torch.from_numpy(ds.y[test]), ds.n_classes)
+
+
+def test_full_loss_trains_bit_identical_weights_to_the_loss_before_train_loss(shop_rows):
+    X, y, _, _, n_classes = shop_rows
+    default = _trained_seqrec(X, y, n_classes, TRAIN, seed=3)                               # no train.loss key
+    full = _trained_seqrec(X, y, n_classes, {**TRAIN, "loss": "full", "negatives": 7}, seed=3)
+    oracle = _reference_full_softmax_training(X, y, n_classes, TRAIN, seed=3)
+    assert _same_weights(default, full) and _same_weights(full, oracle)
+
+
+def test_sampled_loss_is_seeded_by_the_training_seed(shop_rows):
+    X, y, _, _, n_classes = shop_rows
+    sampled = {**TRAIN, "loss": "sampled", "negatives": 8}
+    a = _trained_seqrec(X, y, n_classes, sampled, seed=0)
+    b = _trained_seqrec(X, y, n_classes, sampled, seed=0)
+    assert _same_weights(a, b)
+    assert not _same_weights(a, _trained_seqrec(X, y, n_classes, sampled, seed=1))
+    assert not _same_weights(a, _trained_seqrec(X, y, n_classes, {**TRAIN, "loss": "full"}, seed=0))
+
+
+def test_sampled_softmax_ranks_nearly_as_well_as_the_full_softmax():
+    """On the default shop (200 items) 16 uniform negatives per batch learn the sequence: far above the
+    popularity ranking, within a few points of the full softmax (HR@10 over all items, test rows)."""
+    from trainers.ranking import rank_model
+
+    ds = load_dataset({"name": "ecommerce", "max_len": 10})
+    dev, test, _ = split_dataset(ds, None, 2, seed=0)
+    X, y = torch.from_numpy(ds.X[dev]), torch.from_numpy(ds.y[dev])
+    Xt, yt = torch.from_numpy(ds.X[test]), torch.from_numpy(ds.y[test])
+    popularity = rank_popularity(ds.X[dev], ds.y[dev], ds.X[test], ds.y[test], ds.n_classes, 10)["hr"]
+    cfg = {**TRAIN, "epochs": 12}
+    full = rank_model(_trained_seqrec(X, y, ds.n_classes, cfg, seed=0), Xt, yt, 10)["hr"]
+    sampled = rank_model(_trained_seqrec(X, y, ds.n_classes, {**cfg, "loss": "sampled", "negatives": 16}, seed=0),
+                         Xt, yt, 10)["hr"]
+    assert sampled > 1.5 * popularity and sampled > full - 0.08, (popularity, full, sampled)
+
+
+def test_sampled_softmax_masks_accidental_hits():
+    from trainers.models.seqrec import sampled_softmax_loss
+
+    pos = torch.tensor([1.0, 0.5])
+    neg = torch.tensor([[50.0, 2.0, 50.0],        # event 0: negatives 0 and 2 are its target (item 4)
+                        [0.0, -1.0, 3.0]])        # event 1 (target 9): no hit
+    negatives, targets = torch.tensor([4, 7, 4]), torch.tensor([4, 9])
+    expected = (-torch.log_softmax(torch.tensor([1.0, 2.0]), 0)[0]
+                - torch.log_softmax(torch.tensor([0.5, 0.0, -1.0, 3.0]), 0)[0]) / 2
+    loss = sampled_softmax_loss(pos, neg, targets, negatives)
+    assert torch.allclose(loss, expected) and torch.isfinite(loss)
+    # the logQ correction: a constant log q cancels (uniform sampling); a per-item one shifts each logit
+    assert torch.allclose(sampled_softmax_loss(pos, neg, targets, negatives, torch.full((10,), -2.3)), expected)
+    log_q = torch.zeros(10)
+    log_q[7] = 1.0
+    shifted = (-torch.log_softmax(torch.tensor([1.0, 1.0]), 0)[0]
+               - torch.log_softmax(torch.tensor([0.5, 0.0, -2.0, 3.0]), 0)[0]) / 2
+    assert torch.allclose(sampled_softmax_loss(pos, neg, targets, negatives, log_q), shifted)
+
+
+def test_negatives_are_drawn_from_items_never_padding_and_seeded():
+    from trainers.models.seqrec import draw_negatives
+
+    a = draw_negatives(5, 2000, torch.Generator().manual_seed(0))
+    assert a.min() == 1 and a.max() == 5 and len(a) == 2000
+    assert torch.equal(a, draw_negatives(5, 2000, torch.Generator().manual_seed(0)))
+
+
+def test_train_loss_options_are_checked_by_the_trainer():
+    from trainers.fit import loss_options
+
+    net, g = torch.nn.Linear(3, 2), torch.Generator()
+    assert loss_options(net, {}, g) == {} and loss_options(net, {"loss": "full", "negatives": 0}, g) == {}
+    for cfg, message in (({"loss": "foo"}, r"^train.loss: must be one of full\|sampled, got 'foo'"),
+                         ({"loss": "sampled", "negatives": 0}, r"^train.negatives: must be an integer >= 1, got 0"),
+                         ({"loss": "sampled"}, r"^train.loss: must be full for a classifier")):
+        with pytest.raises(InputError, match=message):
+            loss_options(net, cfg, g)
+
+
+def test_sampled_loss_config_validates_for_seqrec_only():
+    from search.config import compose
+    from search.validate import validate_config
+
+    validate_config(compose(["data=ecommerce", "model=seqrec", "train.loss=sampled", "train.negatives=64"]))
+    with pytest.raises(InputError, match=r"^train.loss: must be full unless model.name is seqrec .*got 'sampled'"):
+        validate_config(compose(["train.loss=sampled"]))                        # data=digits, model=mlp

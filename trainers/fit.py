@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from trainers.errors import InputError
-from trainers.options import OPTIMIZERS
+from trainers.options import DEFAULT_NEGATIVES, LOSSES, OPTIMIZERS
 
-__all__ = ["TrainingDiverged", "make_optimizer", "predict", "resolve_device", "seed_everything", "train"]
+__all__ = ["TrainingDiverged", "loss_options", "make_optimizer", "predict", "resolve_device", "seed_everything",
+           "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,6 +48,24 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: 
     return getattr(torch.optim, OPTIMIZERS[name])(params, lr=lr, weight_decay=weight_decay, **extra)
 
 
+def loss_options(model: nn.Module, train_cfg: Mapping[str, Any], generator: torch.Generator) -> dict[str, Any]:
+    """The keyword arguments of ``model.training_loss`` that ``train.loss`` / ``train.negatives`` ask for:
+    ``{}`` for ``full`` (the model's own loss, unchanged), ``{"negatives": S, "generator": generator}`` for
+    ``sampled`` (negatives drawn from the training generator, so the same seed gives the same model)."""
+    name = train_cfg.get("loss", "full")
+    if name not in LOSSES:
+        raise InputError("train.loss", f"must be one of {'|'.join(LOSSES)}, got {name!r}")
+    if name == "full":
+        return {}
+    negatives = train_cfg.get("negatives", DEFAULT_NEGATIVES)
+    if not isinstance(negatives, int) or isinstance(negatives, bool) or negatives < 1:
+        raise InputError("train.negatives", f"must be an integer >= 1, got {negatives!r}")
+    if not hasattr(model, "training_loss"):
+        raise InputError("train.loss", f"must be full for a classifier ({type(model).__name__}): sampled softmax "
+                                       f"is for ranking models (model=seqrec), got {name!r}")
+    return {"negatives": negatives, "generator": generator}
+
+
 def train(
     model: nn.Module,
     X: torch.Tensor,
@@ -68,7 +87,8 @@ def train(
         model: trained in place (moved back to CPU at the end).
         X, y: training inputs (already preprocessed) and int64 labels.
         train_cfg: ``optimizer``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``, ``momentum``,
-            ``threads`` (CPU threads while training; restored afterwards).
+            ``threads`` (CPU threads while training; restored afterwards), ``loss`` and ``negatives``
+            (:func:`loss_options`).
         seed: seeds the shuffling generator; the same seed gives the same model.
         epochs, lr: override ``train_cfg`` (the fine-tune uses its own).
         on_step: called as ``on_step(step, total_steps)`` before every optimizer step.
@@ -97,6 +117,7 @@ def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step) -> dict[
                                float(train_cfg["weight_decay"]), float(train_cfg.get("momentum", 0.9)))
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
+    loss_kwargs = loss_options(model, train_cfg, generator)
     n = len(X)
     steps_per_epoch = (n + batch_size - 1) // batch_size
     total, step, epoch_loss = epochs * steps_per_epoch, 0, float("nan")
@@ -108,7 +129,10 @@ def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step) -> dict[
             xb, yb = X[idx].to(dev), y[idx].to(dev)
             if on_step is not None:
                 on_step(step, total)
-            loss = model.training_loss(xb, yb) if hasattr(model, "training_loss") else loss_fn(model(xb), yb)
+            if hasattr(model, "training_loss"):
+                loss = model.training_loss(xb, yb, **loss_kwargs)
+            else:
+                loss = loss_fn(model(xb), yb)
             if not torch.isfinite(loss):
                 model.cpu()
                 raise TrainingDiverged(f"loss became {loss.item()} at step {step} (lr={lr})")

@@ -29,6 +29,9 @@ from torch import nn
 
 __all__ = ["target_ranks", "ranking_metrics", "rank_model", "item_counts", "rank_popularity", "top_items"]
 
+#: scores ranked at once by :func:`rank_popularity` (float64: 32 MiB), so memory stays bounded for any catalogue
+_SCORES_PER_BATCH = 2**22
+
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target among its candidates (``V`` = never ranked); see the module docstring.
@@ -79,7 +82,10 @@ def ranking_metrics(ranks: torch.Tensor | np.ndarray, k: int) -> dict[str, float
 
 @torch.inference_mode()
 def rank_model(model: nn.Module, X: torch.Tensor, y: torch.Tensor, k: int, batch_size: int = 256) -> dict[str, float]:
-    """HR@k and NDCG@k of ``model`` (``(B, C, L)`` int64 requests -> ``(B, V)`` scores) on rows ``X, y``."""
+    """HR@k and NDCG@k of ``model`` (``(B, C, L)`` int64 requests -> ``(B, V)`` scores) on rows ``X, y``.
+
+    ``batch_size`` requests are scored and ranked at a time: memory is ``O(batch_size * V)`` (about
+    ``20 * batch_size * V`` bytes: the scores and their float64 copy), whatever the number of rows."""
     model.eval()
     ranks = [target_ranks(model(X[i:i + batch_size]), y[i:i + batch_size], X[i:i + batch_size, 0])
              for i in range(0, len(X), batch_size)]
@@ -98,6 +104,7 @@ def rank_popularity(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
     """The popularity baseline: every request gets the training rows' item counts as scores."""
     counts = torch.from_numpy(item_counts(X_train, y_train, n_classes))
     Xv, yv = torch.from_numpy(X_val), torch.from_numpy(y_val)
-    ranks = [target_ranks(counts.expand(len(Xv[i:i + 1024]), -1), yv[i:i + 1024], Xv[i:i + 1024, 0])
-             for i in range(0, len(Xv), 1024)]
+    b = max(1, min(1024, _SCORES_PER_BATCH // n_classes))            # requests per batch: bounded memory
+    ranks = [target_ranks(counts.expand(len(Xv[i:i + b]), -1), yv[i:i + b], Xv[i:i + b, 0])
+             for i in range(0, len(Xv), b)]
     return ranking_metrics(torch.cat(ranks) if ranks else torch.zeros(0), k)

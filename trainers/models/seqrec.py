@@ -22,8 +22,11 @@
   they are read from the **last** ``len(user_vocab)`` channels at the last position. Their embeddings
   (zero at start, so training starts from the model without them) are added to the sequence state, a
   user-level preference ``u . e_item`` on every score; the tables compress like any other embedding.
-* Training (:meth:`SeqRec.training_loss`, used by :func:`trainers.fit.train`) predicts the next item at **every** position with a full softmax over
-  all items; inference scores the last position only.
+* Training (:meth:`SeqRec.training_loss`, used by :func:`trainers.fit.train`) predicts the next item at **every**
+  position, with a full softmax over all items (``train.loss=full``) or, for large catalogues, a sampled
+  softmax over the target and ``train.negatives`` items drawn uniformly and shared by the batch
+  (``train.loss=sampled``, :func:`sampled_softmax_loss`); inference scores the last position only, and
+  evaluation always ranks every item.
 * Neuron pruning removes FFN hidden units (:meth:`SeqRec.unit_layers` / :meth:`SeqRec.keep_units`).
 """
 
@@ -38,7 +41,46 @@ from torch.nn import functional as F
 
 from trainers.models._surgery import linear_from
 
-__all__ = ["SeqRec"]
+__all__ = ["SeqRec", "draw_negatives", "sampled_softmax_loss"]
+
+
+def sampled_softmax_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor, targets: torch.Tensor,
+                         negatives: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampled softmax cross-entropy (Jean et al. 2015): each event's target against shared sampled negatives.
+
+    For event ``n`` with target ``t_n`` and negatives ``j_1 .. j_S`` the candidates are ``[t_n, j_1 .. j_S]``
+    with logits ``s - log q`` (the logQ correction: ``q`` = how likely the sampler is to pick the item; for
+    the uniform sampler of :func:`draw_negatives` it is the same for every item and cancels, so ``log_q`` is
+    ``None``); a negative equal to ``t_n`` (an accidental hit) gets ``-inf``, so the target is never pushed
+    down against itself; the loss is the mean of ``-log softmax(candidates)[0]``.
+
+    Args:
+        pos_logits: ``(N,)`` score of each event's target.
+        neg_logits: ``(N, S)`` score of every negative for every event.
+        targets: ``(N,)`` target item ids.
+        negatives: ``(S,)`` item ids of the negatives (shared by all events; repeats allowed).
+        log_q: ``(n_items + 1,)`` log sampling probability of each item id, or ``None`` (uniform).
+
+    Example:
+        >>> pos, neg = torch.tensor([2.0]), torch.tensor([[1.0, 9.0]])     # negative 2 is the target itself
+        >>> float(sampled_softmax_loss(pos, neg, torch.tensor([5]), torch.tensor([3, 5])))  # = log(1 + e^-1)
+        0.31326165795326233
+    """
+    if log_q is not None:
+        pos_logits, neg_logits = pos_logits - log_q[targets], neg_logits - log_q[negatives][None, :]
+    hits = negatives[None, :] == targets[:, None]                                  # (N, S) accidental hits
+    logits = torch.cat([pos_logits[:, None], neg_logits.masked_fill(hits, -math.inf)], dim=1)   # (N, 1 + S)
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def draw_negatives(n_items: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``(count,)`` item ids drawn uniformly from ``1 .. n_items`` with replacement (never 0, the padding id).
+
+    Uniform rather than by popularity: the draw needs nothing but the catalogue size (no item counts to
+    carry from the data into the model or the cache key), costs ``O(count)`` per step, and its logQ
+    correction is a constant, so the loss is the plain softmax over the target and the negatives.
+    """
+    return torch.randint(1, n_items + 1, (count,), generator=generator)
 
 
 class CausalSelfAttention(nn.Module):
@@ -148,8 +190,13 @@ class SeqRec(nn.Module):
         u = self.user_state(x)
         return (h if u is None else h + u) @ self.item_emb.weight.T
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Next-item cross-entropy at every position with an event; the last position's target is ``y``."""
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Next-item cross-entropy at every position with an event; the last position's target is ``y``.
+
+        ``negatives=None``: full softmax over every item id. ``negatives=S``: sampled softmax against ``S``
+        items drawn (from ``generator``) once for the batch, :func:`sampled_softmax_loss`.
+        """
         h = self.encode(x)                                                         # (B, T, D)
         u = self.user_state(x)
         if u is not None:
@@ -157,8 +204,15 @@ class SeqRec(nn.Module):
         items = x[:, 0, -h.shape[1]:]
         targets = torch.cat([items[:, 1:], y[:, None]], dim=1)                     # (B, T) next item per position
         real = items > 0                                                           # no loss on padding
-        logits = h[real] @ self.item_emb.weight.T                                  # (events, n_items + 1)
-        return F.cross_entropy(logits, targets[real])
+        if negatives is None:
+            logits = h[real] @ self.item_emb.weight.T                              # (events, n_items + 1)
+            return F.cross_entropy(logits, targets[real])
+        h, targets = h[real], targets[real]                                        # (N, D), (N,)
+        neg = draw_negatives(self.n_items, negatives, generator).to(h.device)      # (S,) shared by the batch
+        table = self.item_emb.weight                                               # (n_items + 1, D), read once
+        pos_logits = (h * table[targets]).sum(-1)                                  # (N,)
+        neg_logits = h @ table[neg].T                                              # (N, S)
+        return sampled_softmax_loss(pos_logits, neg_logits, targets, neg)
 
     # --- what the artifact and the neuron pruner need -----------------------------------------------
     def spec(self) -> dict[str, Any]:
