@@ -33,8 +33,10 @@ import numpy as np
 
 __all__ = ["Finished", "Running", "clearly_dominated", "should_stop", "LATENCY_TOLERANCE"]
 
-#: a finished trial may be this much slower (relative) and still count as "no slower": latency at batch 1
-#: moves by several percent between repeated measurements of the same file
+#: the most a finished trial may be slower (relative) and still count as "no slower": latency at batch 1
+#: moves by several percent between repeated measurements of the same file. The sweep passes the study's
+#: A/A latency noise (the tolerance its Pareto front ties latencies within), capped at this value, so a stop
+#: never removes a trial that the front would keep for being faster
 LATENCY_TOLERANCE = 0.10
 
 

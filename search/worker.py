@@ -199,7 +199,8 @@ def _early_stopper(ctx: Context, trial_number: int):
     import numpy as np
     from optuna.trial import TrialState
 
-    from search.early_stop import Finished, Running, should_stop
+    from search.early_stop import LATENCY_TOLERANCE, Finished, Running, should_stop
+    from search.ledger import latency_noise
 
     setup = ctx.setup
     cfg_study = setup.cfg_dict["study"]
@@ -207,10 +208,7 @@ def _early_stopper(ctx: Context, trial_number: int):
         return None
     use_size = names.SIZE_BYTES in setup.objectives or names.COMPRESSION_RATIO in setup.objectives
     use_latency = names.LATENCY_MS in setup.objectives or names.SPEEDUP in setup.objectives
-    chance = None
-    if setup.dataset.kind != "sequence":
-        counts = np.bincount(np.asarray(setup.dataset.y[setup.dev_idx], dtype=np.int64))
-        chance = float(counts.max() / counts.sum())
+    chance = setup.task.chance_accuracy(setup.dataset.y[setup.dev_idx])     # None: the task has none
 
     def after_fold(rows: list[dict[str, float]]) -> bool:
         finished, spreads = [], [float(ctx.reference.get(names.ACCURACY_STD, 0.0))]
@@ -227,8 +225,11 @@ def _early_stopper(ctx: Context, trial_number: int):
         running = Running([r[names.ACCURACY] for r in rows],
                           float(np.mean([r[names.SIZE_BYTES] for r in rows])) if use_size else 0.0,
                           float(np.mean([r[names.LATENCY_MS] for r in rows])) if use_latency else 0.0)
+        # a faster trial is "no slower" only within the latency noise the front ties on (search.ledger.pareto_mask):
+        # a stop must never remove a trial that the study's own front rule would keep
         return should_stop(running, finished, float(cfg_study.get("early_stop_margin", 0.01)),
-                           float(np.median(spreads)), chance if use_size else None)
+                           float(np.median(spreads)), chance if use_size else None,
+                           latency_tolerance=min(LATENCY_TOLERANCE, latency_noise(ctx.study)))
 
     return after_fold
 
@@ -246,6 +247,7 @@ def run_trial(ctx: Context, trial) -> str:
     from search.space import apply_values, sample
     from search.tracking import trial_params, trial_run_name
     from trainers.artifact import read_header
+    from trainers.task import configure
 
     setup, tracker = ctx.setup, ctx.tracker
     study_name = setup.cfg_dict["study"]["name"]
@@ -270,7 +272,8 @@ def run_trial(ctx: Context, trial) -> str:
             tracker.log_text(run_id, OmegaConf.to_yaml(trial_cfg, resolve=True), names.CONFIG_ARTIFACT)
             ds = setup.dataset
             with tempfile.TemporaryDirectory(prefix="squeeze-trial-") as tmp:
-                ev = evaluate_config(cfg_dict, ds.X[setup.dev_idx], ds.y[setup.dev_idx], setup.folds, tmp,
+                ev = evaluate_config(configure(cfg_dict, ds), ds.X[setup.dev_idx], ds.y[setup.dev_idx],
+                                     setup.folds, tmp,
                                      meta={"classes": ds.classes, "study": study_name, "trial": trial.number},
                                      cache=setup.base_cache, after_fold=_early_stopper(ctx, trial.number),
                                      references=reference_artifacts(ctx.study))
