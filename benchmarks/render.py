@@ -89,6 +89,8 @@ def search_wallclock(data: dict) -> str:
            f"included; the recipes run all six, however long), {data['folds']}-fold CV, seeds {data['seeds']}.", "",
            "| space / data | mode | best ratio ≤0.5 pt | best speedup ≤1 pt | hypervolume | trials/min | wrong prunes |",
            "|---|---|---:|---:|---:|---:|---:|"]
+    if data.get("note"):                     # when and how it was measured, written into the JSON by hand
+        out[1:1] = ["", data["note"]]
     for cell_name, cell in data["summary"].items():
         for mode in MODE_NAMES:
             if mode in cell:
@@ -102,6 +104,20 @@ def search_wallclock(data: dict) -> str:
                   f"(d)/(c) trials/min {fmt(cell.get('default_over_before_trials_per_minute'), '.2f')}×"]
         if cell.get("default_over_recipes_ratio") is not None:
             out.append(f"| {cell_name} | **ratios** | {' · '.join(ratios)} | | | | |")
+    return "\n".join(out)
+
+
+def recommender_scale(data: dict) -> str:
+    """One row per training loss at catalogue scale, plus the popularity baseline."""
+    d, pop = data["data"], data["popularity"]
+    out = [f"{d['n_users']:,} users × {d['n_items']:,} items ({d['events']:,} events, generated in "
+           f"{d['generate_seconds']:.0f} s), {data['train']['epochs']} epochs, HR/NDCG@{data['k']} over all items.", "",
+           "| loss | s / epoch | peak RSS | HR@10 | NDCG@10 | size |", "|---|---:|---:|---:|---:|---:|",
+           f"| popularity | | | {pop['hr']:.4f} | {pop['ndcg']:.4f} | |"]
+    for r in data["runs"]:
+        label = f"sampled ({r['negatives']} negatives)" if r["loss"] == "sampled" else r["loss"]
+        out.append(f"| {label} | {r['epoch_seconds']:.1f} | {r['peak_rss_mb']:.0f} MiB | {r['hr']:.4f} | "
+                   f"{r['ndcg']:.4f} | {r['size_bytes'] / 2**20:.1f} MiB |")
     return "\n".join(out)
 
 
@@ -185,6 +201,9 @@ SECTIONS = [
      "The synthetic shop's age band and interests as a user embedding added to the sequence state.", recommender),
     ("recommender_user_features_short.json", "User profiles with short histories (4-8 events, interest_mix 0.5)",
      "As above on users with few events, where a profile should matter most.", recommender),
+    ("recommender_scale.json", "The recommender at catalogue scale: full vs sampled softmax (`benchmarks/recommender_scale.py`)",
+     "One run per loss on the same generated shop; measured while other jobs shared the 2 cores (load 3-4, the run "
+     "at low priority), so seconds are pessimistic. Neither model is converged after 2 epochs.", recommender_scale),
     ("scale.json", "Studies of 10,000 trials (`benchmarks/scale.py`)",
      "Squeeze's own bookkeeping on a study of N finished trials with their MLflow runs. *list*: `python -m "
      "search.pareto` as a cold subprocess (in brackets the same command with `--help`: interpreter start only); *tag*: `report.tag_runs` at "
