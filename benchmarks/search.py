@@ -175,6 +175,7 @@ def full_cv_of_pruned(study_name: str, workdir: Path, rows, objectives) -> int:
     import optuna
     from omegaconf import OmegaConf
 
+    from search import names
     from search.ledger import latency_noise, pareto_mask, reference_artifacts
     from search.objective import evaluate_config
     from search.sweep import prepare
@@ -186,6 +187,11 @@ def full_cv_of_pruned(study_name: str, workdir: Path, rows, objectives) -> int:
     argv = json.loads(study.user_attrs.get("bench_argv", "[]"))
     setup, _ = prepare(argv)
     done = np.array([[r.values[o] for o in objectives] for r in rows if r.state == "COMPLETE" and r.values])
+    # a model no better than always predicting the most frequent class is dominated by that 0-byte predictor
+    # (the stopping rule's chance test); it is "on the front" only because nothing that small finished
+    chance = setup.task.chance_accuracy(setup.dataset.y[setup.dev_idx])
+    chance = -np.inf if chance is None else chance
+    margin = float(setup.cfg_dict["study"]["early_stop_margin"])
     wrong = 0
     from search.space import apply_values
 
@@ -201,7 +207,13 @@ def full_cv_of_pruned(study_name: str, workdir: Path, rows, objectives) -> int:
                                  references=reference_artifacts(study))
         point = np.array([[ev.metrics[o] for o in objectives]])
         both = np.vstack([done, point]) if len(done) else point
-        wrong += int(pareto_mask(both, objectives, latency_noise(study))[-1])   # the study's own front rule
+        if ev.metrics[names.ACCURACY] <= chance + margin:
+            continue            # no better than the 0-byte majority-class predictor on every fold either: right
+        if pareto_mask(both, objectives, latency_noise(study))[-1]:                # the study's own front rule
+            wrong += 1
+            print(f"  wrong prune: trial {r.number} stopped at accuracy {r.metrics.get('accuracy', float('nan')):.4f} "
+                  f"after {r.metrics.get('folds_run')} fold(s); all folds {[round(ev.metrics[o], 5) for o in objectives]}",
+                  flush=True)
     return wrong
 
 

@@ -14,7 +14,7 @@ GOOD = {"compress.prune.ratio": 0.0, "compress.neurons.ratio": 0.0, "compress.qu
         "compress.quant.bits": 6, "compress.finetune_epochs": 2, "compress.finetune_lr": 3e-3}
 HOPELESS = {"compress.prune.ratio": 0.95, "compress.prune.criterion": "random", "compress.prune.schedule": "one_shot",
             "compress.prune.scope": "per_layer", "compress.neurons.ratio": 0.0, "compress.quant.scheme": "none",
-            "compress.finetune_epochs": 0}
+            "compress.finetune_epochs": 1, "compress.finetune_lr": 3e-4}   # the least fine-tune the space has
 
 
 def test_a_hopeless_trial_is_pruned_after_fold_one_in_optuna_and_mlflow(tmp_path):
