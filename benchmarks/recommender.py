@@ -13,6 +13,8 @@ and the table shows mean and standard deviation.
     PYTHONPATH=. python benchmarks/recommender.py --out /tmp/quick.json --quick    # a tiny smoke run
     PYTHONPATH=. python benchmarks/recommender.py --methods fp32 fp32-no-user-features \
         --out benchmarks/results/recommender_user_features.json      # user profiles: with / without
+    PYTHONPATH=. python benchmarks/recommender.py --methods fp32 uniform lowrank lowrank+uniform \
+        --out benchmarks/results/recommender_lowrank.json            # low-rank embedding tables
 
 The model reads the users' profiles (age band, interests: ``model.user_features=true``, the default);
 ``fp32-no-user-features`` is the same fp32 model without them.
@@ -59,6 +61,9 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
                                     "quant": {"scheme": "uniform", "bits": 4}}}),
     ("neurons+prune+uniform", {"compress": {"neurons": {"ratio": 0.5}, "prune": {"ratio": 0.5, "schedule": "gradual"},
                                             "quant": {"scheme": "uniform", "bits": 4}}}),
+    ("lowrank", {"compress": {"lowrank": {"rank": 8}}}),         # embedding tables A @ B, fp32 factors
+    *[("lowrank+uniform", {"compress": {"lowrank": {"rank": r}, "quant": {"scheme": "uniform", "bits": 4}}})
+      for r in (16, 8, 4)],
 ]
 
 QUICK = {"data": {"n_users": 120, "n_items": 60}, "train": {"epochs": 2},
@@ -68,6 +73,8 @@ QUICK = {"data": {"n_users": 120, "n_items": 60}, "train": {"epochs": 2},
 def setting_label(method: str, overrides: Mapping[str, Any]) -> str:
     comp = overrides.get("compress", {})
     parts = []
+    if comp.get("lowrank"):
+        parts.append(f"rank {comp['lowrank']['rank']}")
     if comp.get("neurons"):
         parts.append(f"neurons {comp['neurons']['ratio']}")
     if comp.get("prune"):

@@ -383,6 +383,11 @@ class Quant(Block):
     quantize_first_last: Bool = Field(True, description="also quantize the first and last layer")
 
 
+class Lowrank(Block):
+    rank: Int(0) = Field(0, description="embedding tables stored as A (rows x rank) @ B (rank x dim), where that "
+                                        "stores fewer values; 0 = off")
+
+
 _SIDE_BITS_TEXT = f"must be one of {'|'.join(map(str, options.SIDE_BITS))}"
 
 
@@ -396,6 +401,7 @@ class Compress(Block):
     prune: Prune = Field(default_factory=Prune, description="weight pruning")
     neurons: Neurons = Field(default_factory=Neurons, description="neuron / channel pruning")
     quant: Quant = Field(default_factory=Quant, description="weight quantization")
+    lowrank: Lowrank = Field(default_factory=Lowrank, description="low-rank factorization of embedding tables")
     codec: OneOf(*options.CODECS) = Field("lzma", description="entropy coding of the packed file")
     side_bits: _checked(int, _side_bits, _SIDE_BITS_TEXT) = Field(
         16, description="quantized layers' scale/offset and biases: 16 = float16 where every value fits, 32 = float32")

@@ -55,6 +55,11 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
                                 {"name": "seqrec", "d_model": 16, "heads": 2, "blocks": 1, "ffn_mult": 2.0,
                                  "max_len": 8, "dropout": 0.0, "side_features": True},
                                 {"neurons": {"ratio": 0.25}, "quant": {"scheme": "uniform", "bits": 8}}),
+    "seqrec-lowrank8-uniform4": ({"name": "ecommerce", "n_users": 60, "n_items": 40, "max_len": 10,
+                                  "min_events": 5, "max_events": 12},
+                                 {"name": "seqrec", "d_model": 16, "heads": 2, "blocks": 1, "ffn_mult": 2.0,
+                                  "max_len": 8, "dropout": 0.0, "side_features": True},
+                                 {"lowrank": {"rank": 8}, "quant": {"scheme": "uniform", "bits": 4}}),
 }
 
 
@@ -291,3 +296,67 @@ def test_cli_rejects_bad_input_before_any_work(built, tmp_path, capsys, args, wh
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"squeeze: error: {where}:")
     assert not (tmp_path / "model.onnx").exists()
+
+
+# ---------------------------------------------------------------- low-rank tables stay factored
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int8"])
+def test_a_factored_item_table_is_exported_as_its_factors(built, tmp_path, weights) -> None:
+    from trainers.compress.lowrank import Factored
+
+    path, X, _ = built["seqrec-lowrank8-uniform4"]
+    loaded = artifact.load(path)
+    enc = loaded.encodings["net.item_emb.weight"]
+    assert isinstance(enc, Factored) and enc.rank == 8
+    model = onnx.load(str(_save(path, weights, tmp_path / "m.onnx")))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert "net.item_emb.weight" not in inits                               # no dense table in the file
+    assert np.array_equal(inits["net.item_emb.weight.lowrank_a"], enc.a.decode().numpy())
+    assert np.array_equal(inits["net.item_emb.weight.lowrank_b"], enc.b.decode().numpy())
+    matmuls = [list(n.input) for n in model.graph.node if n.op_type == "MatMul"]
+    assert sum(b == "net.item_emb.weight.lowrank_a_t" for _, b in matmuls) == 1       # scores: (h @ Bᵀ) @ Aᵀ
+    assert sum(b == "net.item_emb.weight.lowrank_b" for _, b in matmuls) == 1         # lookup: Gather(A) @ B
+    assert ["net.item_emb.weight.lowrank_a", "net.item_emb.weight.lowrank_b"] not in matmuls   # never A @ B
+    expected, got = _artifact_scores(path, X), _ort_scores(tmp_path / "m.onnx", X)
+    if weights == "fp32":
+        assert np.array_equal(got.argmax(1), expected.argmax(1))
+        np.testing.assert_allclose(got, expected, rtol=FP32_TOL, atol=FP32_TOL)
+    else:
+        span = float(expected.max() - expected.min())
+        assert float(np.abs(got - expected).max()) <= INT8_SCORE_TOL * span
+
+
+def test_lowrank_rewrite_keeps_every_use_of_the_table() -> None:
+    """A hand-made graph reading a table W three ways: lookup, scoring and any other op (here Add). After the
+    rewrite W exists only as ``A @ B`` for the last; every output equals numpy's on ``A @ B``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from trainers.onnx_export import _to_lowrank
+
+    gen = np.random.default_rng(0)
+    a, b = gen.normal(size=(7, 2)).astype(np.float32), gen.normal(size=(2, 4)).astype(np.float32)
+    w = a @ b
+    nodes = [helper.make_node("Gather", ["W", "ids"], ["rows"]),
+             helper.make_node("Transpose", ["W"], ["Wt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "Wt"], ["scores"]),
+             helper.make_node("Add", ["W", "bias"], ["shifted"])]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [3]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("bias", TensorProto.FLOAT, [7, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+         for n, shape in (("rows", [3, 4]), ("scores", [2, 7]), ("shifted", [7, 4]))],
+        [numpy_helper.from_array(w, "W")])
+    _to_lowrank(graph, {"W": (a, b)})
+    assert {i.name for i in graph.initializer} == {"W.lowrank_a", "W.lowrank_b"}
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    ids, h, bias = np.array([0, 6, 3]), gen.normal(size=(2, 4)).astype(np.float32), np.ones((7, 4), np.float32)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    rows, scores, shifted = session.run(None, {"ids": ids, "h": h, "bias": bias})
+    np.testing.assert_allclose(rows, w[ids], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, h @ w.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(shifted, w + bias, rtol=1e-5, atol=1e-6)
+    assert [n.op_type for n in graph.node].count("Transpose") == 2           # of A and B only: Wᵀ is gone

@@ -137,6 +137,7 @@ BAD = [
     (["compress.quant.quantize_first_last=yes"], "compress.quant.quantize_first_last", "true or false"),
     (["compress.codec=gzip"], "compress.codec", "none|zlib|lzma"),
     (["compress.side_bits=8"], "compress.side_bits", "one of 16|32, got 8"),
+    (["compress.lowrank.rank=-1"], "compress.lowrank.rank", "integer >= 0, got -1"),
     (["latency.threads=0"], "latency.threads", ">= 1"),
     (["latency.batch_size=0"], "latency.batch_size", ">= 1"),
     (["latency.warmup=-1"], "latency.warmup", ">= 0"),

@@ -22,7 +22,10 @@ an entry's float values - per-channel ``scale`` and ``offset``, and the values o
 preprocessing statistics, fp32 weights) - are raw float16 when that is lossless for all of them (every value
 finite and unchanged by the float16 round trip; ``compress.side_bits=16`` makes side information and
 quantized layers' biases so), else raw float32. The entry then says ``"floats": "f16"`` and the file is
-version 2; absent means float32, and a file with no such entry is written as version 1, as before.
+version 2; absent means float32. A table factored by ``compress.lowrank.rank``
+(:class:`~trainers.compress.lowrank.Factored`) is one entry of scheme ``lowrank`` holding its two factors as
+nested entries (``"factors": {"a": ..., "b": ...}``), decoded as the product of the decoded factors; such a
+file is version 2 as well. A file with neither is written as version 1, as before.
 
 ``size_bytes`` of a model is ``len(pack(model))`` = the file's length. ``load`` decodes every tensor with
 :meth:`~trainers.compress.quantize.Encoded.decode`, the same function that produced the in-memory
@@ -50,6 +53,7 @@ import numpy as np
 import torch
 
 from trainers.bitpack import decode_mask, encode_mask, pack_bits, unpack_bits
+from trainers.compress.lowrank import Factored
 from trainers.compress.quantize import Encoded
 from trainers.errors import InputError
 from trainers.models import Pipeline, build_pipeline
@@ -60,8 +64,9 @@ __all__ = ["ALLOW_ENV", "FORMAT_VERSION", "READS_VERSIONS", "ArtifactError", "pa
 
 MAGIC = b"SQZM"
 FORMAT_VERSION = 2
-#: versions this reader reads: 1 = every float blob float32; 2 = an entry may say ``"floats": "f16"``. A file
-#: without float16 entries is still written as version 1 (byte-identical to before), so older readers read it
+#: versions this reader reads: 1 = every float blob float32; 2 = an entry may say ``"floats": "f16"`` or be a
+#: factored table (scheme ``lowrank``). A file with neither is still written as version 1 (byte-identical to
+#: before), so older readers read it
 READS_VERSIONS = (1, 2)
 _PREAMBLE = struct.Struct("<4sHBBQI")           # magic, version, codec, reserved, payload length, crc32
 _CODECS = {"none": 0, "zlib": 1, "lzma": 2}
@@ -110,7 +115,12 @@ def _fits_float16(values: torch.Tensor) -> bool:
     return bool(np.isfinite(a).all()) and np.array_equal(half.astype(np.float32), a)
 
 
-def _entry(name: str, enc: Encoded, blobs: bytearray) -> dict[str, Any]:
+def _entry(enc: Encoded | Factored, blobs: bytearray) -> dict[str, Any]:
+    """The header entry of one tensor (without its ``name``), its blobs appended to ``blobs``."""
+    if isinstance(enc, Factored):                      # two ordinary entries, blobs in the order a, b
+        return {"scheme": Factored.scheme, "shape": list(enc.shape), "rank": enc.rank,
+                "factors": {"a": _entry(enc.a, blobs), "b": _entry(enc.b, blobs)}}
+
     def put(key: str, data: bytes) -> None:
         entry["blobs"][key] = [len(blobs), len(data)]
         blobs.extend(data)
@@ -118,7 +128,7 @@ def _entry(name: str, enc: Encoded, blobs: bytearray) -> dict[str, Any]:
     floats = {k: v for k, v in (("codes", enc.codes if enc.scheme == "fp32" else None), ("scale", enc.scale),
                                 ("offset", enc.offset)) if v is not None}
     half = any(v.numel() for v in floats.values()) and all(_fits_float16(v) for v in floats.values())
-    entry: dict[str, Any] = {"name": name, "scheme": enc.scheme, "shape": list(enc.shape), "bits": enc.bits,
+    entry: dict[str, Any] = {"scheme": enc.scheme, "shape": list(enc.shape), "bits": enc.bits,
                              "n_kept": enc.n_kept, "layout": "dense", "blobs": {}}
     if enc.frac_bits:
         entry["frac_bits"] = enc.frac_bits
@@ -155,16 +165,21 @@ def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = Non
     for name in build_pipeline(model.spec()).state_dict():
         tensor = state[name]
         enc = model.encodings.get(name) or _raw(tensor)
-        tensors.append(_entry(name, enc, blobs))
+        tensors.append({"name": name, **_entry(enc, blobs)})
     head: dict[str, Any] = {"arch": model.spec(), "meta": meta or {}, "tensors": tensors}
     uncompressed = uncompressed_modules(model)
     if uncompressed and model.spec()["net"]["type"] == "custom":   # built-in models' files stay byte-identical
         head["uncompressed_modules"] = uncompressed
     header = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
     payload = _compress(struct.pack("<I", len(header)) + header + bytes(blobs), codec)
-    version = FORMAT_VERSION if any("floats" in t for t in tensors) else 1   # an older reader refuses what it can't read
+    version = FORMAT_VERSION if any(map(_needs_version_2, tensors)) else 1   # an older reader refuses what it can't read
     preamble = _PREAMBLE.pack(MAGIC, version, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
     return preamble + payload
+
+
+def _needs_version_2(entry: dict[str, Any]) -> bool:
+    """An entry a version-1 reader cannot read: float16 blobs, or a factored table."""
+    return "floats" in entry or entry["scheme"] == Factored.scheme
 
 
 def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
@@ -187,7 +202,10 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     return header, memoryview(payload)[4 + header_len:]
 
 
-def _decode_entry(entry: dict[str, Any], blob: memoryview) -> Encoded:
+def _decode_entry(entry: dict[str, Any], blob: memoryview) -> Encoded | Factored:
+    if entry["scheme"] == Factored.scheme:
+        return Factored(_decode_entry(entry["factors"]["a"], blob), _decode_entry(entry["factors"]["b"], blob))
+
     def get(key: str) -> bytes | None:
         if key not in entry["blobs"]:
             return None
@@ -298,15 +316,17 @@ def load(path: str | os.PathLike, allow: Iterable[str] | None = None) -> Pipelin
 
 def weight_stats(model: Pipeline) -> dict[str, float]:
     """``sparsity`` (zeros / weights) and ``avg_bits`` (stored code + mask + per-channel bits per kept weight)
-    over the network's Linear/Conv weights, counted from what :func:`pack` writes (before entropy coding)."""
+    over the network's Linear/Conv weights and embedding tables, counted from what :func:`pack` writes (before
+    entropy coding); a factored table counts as its two stored factors."""
     total = kept = stored_bits = 0
     for name, tensor in model.state_dict().items():
         if not (name.startswith("net.") and name.endswith("weight")):
             continue
         enc = model.encodings.get(name) or _raw(tensor)
         entry_blobs = bytearray()
-        _entry(name, enc, entry_blobs)
-        total += enc.numel
-        kept += enc.n_kept
+        _entry(enc, entry_blobs)
+        for part in enc.parts if isinstance(enc, Factored) else (enc,):    # a factored table: its two factors
+            total += part.numel
+            kept += part.n_kept
         stored_bits += 8 * len(entry_blobs)
     return {"sparsity": 1.0 - kept / max(total, 1), "avg_bits": stored_bits / max(kept, 1)}

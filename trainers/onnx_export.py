@@ -32,6 +32,14 @@ Two weight forms (:data:`WEIGHT_FORMS`):
     little and a few near-tie labels may change: a model scored on ``onnxruntime_int8`` was scored on this
     graph itself.
 
+A table stored factored (``compress.lowrank.rank``, :class:`~trainers.compress.lowrank.Factored`) stays
+factored in both forms: its decoded factors ``A (rows, r)`` and ``B (r, dim)`` are the initializers
+``<name>.lowrank_a`` / ``<name>.lowrank_b`` instead of the dense table, a lookup ``Gather(W, ids)`` becomes
+``Gather(A, ids) @ B`` and scoring every item ``x @ Wᵀ`` becomes ``(x @ Bᵀ) @ Aᵀ`` (``r·(rows + dim)``
+multiply-adds per row instead of ``rows·dim``; the transposes of initializers are folded when the session
+loads). Any other use of the table reads ``A @ B`` (also folded at load). The sums run in another order than
+the artifact's product of the factors, so scores equal the artifact's up to float rounding, as above.
+
 Why MatMulInteger and not QDQ (measured when this module was written: ORT 1.32, 1 thread, hand-built
 graphs of an MLP 64-300-100-10 with per-channel int8 weights, median us/call over 10 alternating blocks on
 the 2-core AMD EPYC (AVX2, no VNNI) development machine)::
@@ -73,7 +81,7 @@ import torch
 from torch import nn
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "WEIGHT_FORMS", "INT8_WEIGHT_MAX", "OnnxRuntimeModel",
-           "default_weights", "input_spec", "int8_layers", "int8_weight", "save", "to_onnx"]
+           "default_weights", "input_spec", "int8_layers", "int8_weight", "lowrank_tables", "save", "to_onnx"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "scores"
 OPSET = 17                          # LayerNormalization (seqrec) needs 17
@@ -264,6 +272,73 @@ def _to_int8(graph, weights: Mapping[str, tuple[np.ndarray, Any]]) -> None:
     graph.initializer.extend(keep)
 
 
+def _attr(node, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    found = [helper.get_attribute_value(a) for a in node.attribute if a.name == name]
+    return found[0] if found else default
+
+
+def _to_lowrank(graph, factors: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Replace each factored table (initializer name -> decoded ``(A (rows, r), B (r, dim))``) by its two
+    factors: ``Gather(W, ids)`` -> ``Gather(A, ids) @ B``; ``MatMul(x, Transpose(W))`` -> ``(x @ Bᵀ) @ Aᵀ``;
+    any other consumer reads ``W = A @ B``. See the module docstring."""
+    from onnx import helper, numpy_helper
+
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    first: list[Any] = []                       # nodes on initializers only, placed before every other node
+    in_place: dict[int, list[Any]] = {}          # id(node) -> the nodes that replace it
+    for name, (a, b) in factors.items():
+        A, B, At, Bt = (f"{name}.lowrank_{s}" for s in ("a", "b", "a_t", "b_t"))
+        graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(a, dtype=np.float32), A),
+                                  numpy_helper.from_array(np.ascontiguousarray(b, dtype=np.float32), B)])
+        dense = transposed = False
+        for node in consumers.get(name, []):
+            out = node.output[0]
+            users = consumers.get(out, [])
+            if node.op_type == "Gather" and node.input[0] == name and _attr(node, "axis", 0) == 0:
+                in_place[id(node)] = [
+                    helper.make_node("Gather", [A, node.input[1]], [f"{out}.lowrank"], name=f"{out}.lowrank_gather"),
+                    helper.make_node("MatMul", [f"{out}.lowrank", B], [out], name=f"{out}.lowrank_b")]
+            elif (node.op_type == "Transpose" and list(_attr(node, "perm", [1, 0])) == [1, 0] and users
+                  and out not in outputs and all(u.op_type == "MatMul" and list(u.input).index(out) == 1
+                                                 and u.input[0] != out for u in users)):
+                transposed, in_place[id(node)] = True, []
+                for u in users:
+                    y = u.output[0]
+                    in_place[id(u)] = [
+                        helper.make_node("MatMul", [u.input[0], Bt], [f"{y}.lowrank"], name=f"{y}.lowrank_bt"),
+                        helper.make_node("MatMul", [f"{y}.lowrank", At], [y], name=f"{y}.lowrank_at")]
+            else:
+                dense = True
+        if transposed:
+            first += [helper.make_node("Transpose", [A], [At], name=f"{A}_t", perm=[1, 0]),
+                      helper.make_node("Transpose", [B], [Bt], name=f"{B}_t", perm=[1, 0])]
+        if dense:
+            first.append(helper.make_node("MatMul", [A, B], [name], name=f"{name}.lowrank_product"))
+    nodes = list(first)
+    for node in graph.node:
+        nodes.extend(in_place.get(id(node), [node]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    keep = [init for init in graph.initializer if init.name not in factors]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def lowrank_tables(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """State-dict name -> decoded ``(A, B)`` of every table the artifact stores factored."""
+    from trainers.compress.lowrank import Factored
+
+    encodings = getattr(model, "encodings", {}) or {}
+    return {name: (enc.a.decode().numpy(), enc.b.decode().numpy())
+            for name, enc in encodings.items() if isinstance(enc, Factored)}
+
+
 def to_onnx(model: nn.Module, weights: str = "fp32", example: torch.Tensor | None = None):
     """The ONNX graph (``onnx.ModelProto``) of a loaded artifact's Pipeline; see the module docstring.
 
@@ -284,6 +359,9 @@ def to_onnx(model: nn.Module, weights: str = "fp32", example: torch.Tensor | Non
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMS)}, got {weights!r}")
     proto = _export(model, _trace_input(model, example))
     _fix_bool_eyelike(proto)
+    factored = lowrank_tables(model)
+    if factored:
+        _to_lowrank(proto.graph, factored)
     if weights == "int8":
         state = model.state_dict()
         _to_int8(proto.graph, {name: (state[name].detach().cpu().numpy(), model.encodings[name])

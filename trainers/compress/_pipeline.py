@@ -16,13 +16,20 @@ What happens to which tensor:
   quantized is rounded to ``side_bits`` like the side information (float16 when every value fits, which the
   artifact then stores in 2 bytes a value); layers whose weights stay fp32 keep fp32 biases, so an
   uncompressed model is never rounded.
-* **neuron pruning** removes hidden units/channels (never inputs or classes) before weight pruning.
+* **neuron pruning** removes hidden units/channels (never inputs or classes) before weight pruning; it
+  never touches embedding tables.
+* **low-rank factorization** (``compress.lowrank.rank=r``, :mod:`trainers.compress.lowrank`): every selected
+  Embedding table that stores fewer values as ``A (rows, r) @ B (r, dim)`` is initialised from its truncated
+  SVD, and ``A`` and ``B`` take its place in what follows: each is pruned and quantized per row like any
+  weight (with a quantizer of its own), the fine-tune trains them through ``W = Q(A) @ Q(B)``, and the
+  encoding is a :class:`~trainers.compress.lowrank.Factored` (the artifact stores the two factors).
 * the **fine-tune** (``compress.finetune_epochs``, lr ``compress.finetune_lr`` or ``train.lr``) trains
   through torch parametrizations ``w_eff = Q(w * mask) * mask`` (STE), so accuracy can recover; a
   ``gradual`` schedule raises sparsity along the Zhu & Gupta curve over the first 75% of fine-tune steps
   (with no fine-tune it is one-shot).
-* finally each weight is encoded (:class:`~trainers.compress.quantize.Encoded`) and replaced by its decoded
-  value, so the in-memory model equals what the artifact will load.
+* finally each weight (or factor) is encoded (:class:`~trainers.compress.quantize.Encoded`) and the layer's
+  weight replaced by its decoded value (a factored table: ``Factored.decode()``, the product the loader
+  computes), so the in-memory model equals what the artifact will load.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from trainers.compress.lowrank import Factored, LowRank, check_rank, factorize, factors_table
 from trainers.compress.neurons import prune_neurons
 from trainers.compress.prune import Pruner, zhu_gupta_sparsity
 from trainers.compress.quantize import Encoded, Float32, Quantizer, make_quantizer, to_side_precision
@@ -90,7 +98,7 @@ class _MaskedQuantized(nn.Module):
 class CompressionReport:
     units_kept: list[int] = field(default_factory=list)
     sparsity: float = 0.0          # zero weights / all weights of the compressible layers, after encoding
-    encodings: dict[str, Encoded] = field(default_factory=dict)
+    encodings: dict[str, Encoded | Factored] = field(default_factory=dict)
 
 
 def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Mapping[str, Any],
@@ -102,17 +110,25 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
         report.units_kept = prune_neurons(net, X, float(neurons["ratio"]), neurons.get("importance", "mean_abs"))
 
     layers = compressible_layers(net, compress_cfg.get("include"), compress_cfg.get("exclude"))
+    rank = check_rank(compress_cfg.get("lowrank", {}).get("rank", 0))
+    factored = {i: LowRank(*factorize(m.weight, rank)) for i, (_, m) in enumerate(layers)
+                if isinstance(m, nn.Embedding) and factors_table(*m.weight.shape, rank)}
+    # the tensors that are pruned and quantized, (layer index, owner, name): a layer's weight, or the two
+    # factors of a factored table
+    slots: list[tuple[int, nn.Module, str]] = []
+    for i, (_, m) in enumerate(layers):
+        slots += [(i, factored[i], "a"), (i, factored[i], "b")] if i in factored else [(i, m, "weight")]
     quant_cfg = compress_cfg.get("quant", {})
     keep_ends_fp32 = not bool(quant_cfg.get("quantize_first_last", True))
     side_bits = int(compress_cfg.get("side_bits", 32))
     quantizers = [
-        Float32() if keep_ends_fp32 and i in (0, len(layers) - 1) else make_quantizer(quant_cfg, seed + i, side_bits)
-        for i in range(len(layers))
+        Float32() if keep_ends_fp32 and i in (0, len(layers) - 1) else make_quantizer(quant_cfg, seed + j, side_bits)
+        for j, (i, _, _) in enumerate(slots)
     ]
     prune_cfg = compress_cfg.get("prune", {})
     ratio = float(prune_cfg.get("ratio", 0.0))
     pruner = Pruner(prune_cfg.get("criterion", "magnitude"), prune_cfg.get("scope", "per_layer"), seed)
-    weights = [m.weight for _, m in layers]
+    weights = [getattr(owner, name) for _, owner, name in slots]
     epochs = int(compress_cfg.get("finetune_epochs", 0))
     gradual = prune_cfg.get("schedule", "one_shot") == "gradual" and epochs > 0
     masks = [torch.ones_like(w, dtype=torch.bool) for w in weights]
@@ -122,8 +138,14 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
     for w, mask, q in zip(weights, masks, quantizers):
         q.prepare(w * mask, mask)                     # learned steps exist before the optimizer does
     params = [_MaskedQuantized(mask, q) for mask, q in zip(masks, quantizers)]
-    for (_, module), p in zip(layers, params):
-        parametrize.register_parametrization(module, "weight", p)
+    for (_, owner, name), p in zip(slots, params):
+        parametrize.register_parametrization(owner, name, p)
+    for i, lowrank in factored.items():               # the table's weight = Q(A * mask) @ Q(B * mask)
+        parametrize.register_parametrization(layers[i][1], "weight", lowrank)
+
+    def raw() -> list[torch.Tensor]:
+        return [owner.parametrizations[name].original for _, owner, name in slots]
+
     try:
         if epochs > 0:
             lr = compress_cfg.get("finetune_lr") or float(train_cfg["lr"])
@@ -136,32 +158,38 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
                 every[0] = max(1, end // 20)          # ~20 pruning steps along the curve
                 if step % every[0] == 0 or step == end:
                     target = zhu_gupta_sparsity(step, total, ratio, end=end)
-                    raw = [m.parametrizations.weight.original for _, m in layers]
                     current = [p.mask.bool() for p in params]
-                    for p, new in zip(params, pruner.masks(raw, target, previous=current)):
+                    for p, new in zip(params, pruner.masks(raw(), target, previous=current)):
                         p.mask.copy_(new.float().to(p.mask.device))
 
             train(net, X, y, train_cfg, seed + 1, epochs=epochs, lr=float(lr), device=device, on_step=on_step)
             if gradual and ratio > 0:  # make sure the final sparsity is exactly the requested one
-                raw = [m.parametrizations.weight.original for _, m in layers]
-                for p, new in zip(params, pruner.masks(raw, ratio, previous=[p.mask.bool() for p in params])):
+                for p, new in zip(params, pruner.masks(raw(), ratio, previous=[p.mask.bool() for p in params])):
                     p.mask.copy_(new.float())
     finally:
         final_masks = [p.mask.bool().cpu().clone() for p in params]
-        for _, module in layers:
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        for i in factored:
+            parametrize.remove_parametrizations(layers[i][1], "weight", leave_parametrized=False)
+        for _, owner, name in slots:
+            parametrize.remove_parametrizations(owner, name, leave_parametrized=False)
     net.cpu().eval()
 
     zeros = total = 0
     with torch.no_grad():
-        for (name, module), mask, q in zip(layers, final_masks, quantizers):
-            enc = q.encode(module.weight * mask, mask)
+        encoded: dict[int, list[Encoded]] = {}           # layer index -> its weight's (or factors') encodings
+        layer_quantizer: dict[int, Quantizer] = {}
+        for (i, owner, name), mask, q in zip(slots, final_masks, quantizers):
+            enc = q.encode(getattr(owner, name).detach().cpu() * mask, mask)
+            encoded.setdefault(i, []).append(enc)
+            layer_quantizer.setdefault(i, q)
+            zeros += enc.numel - enc.n_kept + int((enc.values() == 0).sum())
+            total += enc.numel
+        for i, (name, module) in enumerate(layers):
+            enc = Factored(*encoded[i]) if i in factored else encoded[i][0]
             module.weight.copy_(enc.decode())
             report.encodings[f"{name}.weight"] = enc
-            zeros += int((module.weight == 0).sum())
-            total += module.weight.numel()
             bias = getattr(module, "bias", None)           # Embedding has none
-            if bias is not None and not isinstance(q, Float32):
+            if bias is not None and not isinstance(layer_quantizer[i], Float32):
                 bias.copy_(to_side_precision(bias, side_bits))
     report.sparsity = zeros / max(total, 1)
     return report
