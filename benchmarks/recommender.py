@@ -15,6 +15,8 @@ and the table shows mean and standard deviation.
         --out benchmarks/results/recommender_user_features.json      # user profiles: with / without
     PYTHONPATH=. python benchmarks/recommender.py --methods fp32 uniform lowrank lowrank+uniform \
         --out benchmarks/results/recommender_lowrank.json            # low-rank embedding tables
+    PYTHONPATH=. python benchmarks/recommender.py --methods fp32 fp32+finetune uniform lowrank lowrank+uniform \
+        --data n_users=3000 n_items=5000 --out benchmarks/results/recommender_lowrank_5000.json   # larger catalogue
 
 The model reads the users' profiles (age band, interests: ``model.user_features=true``, the default);
 ``fp32-no-user-features`` is the same fp32 model without them.

@@ -1,9 +1,10 @@
 """Compression techniques: weight pruning, neuron pruning, fixed-point / uniform / binary / ternary
-quantization, composed by :func:`compress` with a fine-tune in the loop."""
+quantization and low-rank embedding tables, composed by :func:`compress` with a fine-tune in the loop."""
 
 from __future__ import annotations
 
 from trainers.compress._pipeline import CompressionReport, compress, compressible_layers
+from trainers.compress.lowrank import Factored, factorize
 from trainers.compress.neurons import prune_neurons, unit_importance
 from trainers.compress.prune import Pruner, zhu_gupta_sparsity
 from trainers.compress.quantize import (
@@ -19,7 +20,7 @@ from trainers.compress.quantize import (
 )
 
 __all__ = [
-    "SCHEMES", "Binary", "CompressionReport", "Encoded", "FixedPoint", "Float32", "Pruner", "Quantizer",
-    "Ternary", "Uniform", "compress", "compressible_layers", "make_quantizer", "prune_neurons",
+    "SCHEMES", "Binary", "CompressionReport", "Encoded", "Factored", "FixedPoint", "Float32", "Pruner", "Quantizer",
+    "Ternary", "Uniform", "compress", "compressible_layers", "factorize", "make_quantizer", "prune_neurons",
     "unit_importance", "zhu_gupta_sparsity",
 ]

@@ -1,4 +1,5 @@
-"""Compress a trained network: neuron pruning -> weight pruning -> quantization, with a fine-tune in the loop.
+"""Compress a trained network: neuron pruning -> low-rank tables -> weight pruning -> quantization, with a
+fine-tune in the loop.
 
 What happens to which tensor:
 
