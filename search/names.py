@@ -80,6 +80,7 @@ RUNTIME = "runtime"                  # which runtime served the loaded model (fp
 REPRODUCES = "reproduces"            # run id a reproduce run re-ran
 UNCOMPRESSED_MODULES = "uncompressed_modules"  # trial run: JSON list of a user model's layers kept in fp32
 RECIPE = "recipe"                    # trial run: the seed recipe (conf/recipe/<name>.yaml) the trial ran
+SHRINK_OF = "shrink_of"              # trial run: the trial a shrink step started from (search/shrink.py)
 NOTE = "mlflow.note.content"         # MLflow description (markdown) of an experiment or a run
 EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag read by the MLflow 3 UI: which view it opens
 

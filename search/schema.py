@@ -325,6 +325,10 @@ class Study(Block):
               description="recipes enqueued as the first trials of a new study"))
     early_stop: Bool = Field(True, description="stop a trial after a fold when a finished trial dominates it")
     early_stop_margin: Num(0, 1) = Field(0.01, description="accuracy margin of the early stop")
+    shrink_every: Int(0) = Field(3, description="every n-th trial is a shrink step of the smallest model "
+                                                "within shrink_tolerance (search/shrink.py); 0 = none")
+    shrink_tolerance: Num(0, 1) = Field(0.005, description="accuracy loss vs the fp32 reference a shrink "
+                                                           "step's parent may have")
 
 
 class CV(Block):

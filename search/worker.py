@@ -244,6 +244,7 @@ def run_trial(ctx: Context, trial) -> str:
     from search.ledger import reference_artifacts
     from search.objective import evaluate_config
     from search.recipes import RECIPE_ATTR
+    from search.shrink import SHRINK_ATTR
     from search.space import apply_values, sample
     from search.tracking import trial_params, trial_run_name
     from trainers.artifact import read_header
@@ -257,6 +258,8 @@ def run_trial(ctx: Context, trial) -> str:
     recipe = trial.user_attrs.get(RECIPE_ATTR)
     if recipe:
         tags[names.RECIPE] = recipe
+    if (parent := trial.user_attrs.get(SHRINK_ATTR)) is not None:
+        tags[names.SHRINK_OF] = parent
     digits = max(2, len(str(int(setup.cfg_dict["study"]["n_trials"]) - 1)))   # t07 of 20, t007 of 200
     cfg_dict = None
     run_id = tracker.create_run(trial_run_name(trial.number, digits=digits), tags, parent_run_id=ctx.parent_run_id)
@@ -335,6 +338,39 @@ def _failure_rate_exceeded(ctx: Context, complete: int, failed: int) -> str | No
     return None
 
 
+def _enqueue_shrink_step(ctx: Context, asked: int) -> int | None:
+    """When the trial about to be asked is a shrink step (every ``study.shrink_every``-th; search/shrink.py),
+    enqueue it and return its parent's number; ``None`` otherwise. Called under the budget lock."""
+    import random
+
+    from optuna.trial import TrialState
+
+    from search.shrink import SHRINK_ATTR, Candidate, next_child, signature
+
+    setup = ctx.setup
+    cfg_study = setup.cfg_dict["study"]
+    every = int(cfg_study.get("shrink_every", 0))
+    reference_accuracy = ctx.reference.get(names.ACCURACY)
+    if (every <= 0 or (asked + 1) % every or reference_accuracy is None
+            or not {names.ACCURACY, names.SIZE_BYTES} <= set(setup.objectives)):
+        return None
+    trials = ctx.study.get_trials(deepcopy=False)
+    candidates = []
+    for t in trials:
+        m = t.user_attrs.get("metrics") or {}
+        if (t.state == TrialState.COMPLETE and names.ACCURACY in m and names.SIZE_BYTES in m
+                and not any(c > 0 for c in (t.constraints or {}).values())):
+            candidates.append(Candidate(t.number, float(m[names.ACCURACY]), float(m[names.SIZE_BYTES]), t.params))
+    step = next_child(candidates, {p.key: p.distribution for p in setup.params}, float(reference_accuracy),
+                      float(cfg_study.get("shrink_tolerance", 0.005)), {signature(t.params) for t in trials},
+                      random.Random(f"{cfg_study.get('seed')}-{asked}"))
+    if step is None:
+        return None
+    parent, _, params = step
+    ctx.study.enqueue_trial(params, user_attrs={SHRINK_ATTR: parent.number})
+    return parent.number
+
+
 def run_trials(ctx: Context, progress: bool = True) -> int:
     """Ask/tell until the budget is used (or timeout / failure rate); returns the exit code."""
     import optuna
@@ -362,6 +398,7 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
                 ledger.update()
                 if ledger.budget_used >= n_trials and not ledger.waiting:
                     return 0
+                shrink_of = None if ledger.waiting else _enqueue_shrink_step(ctx, ledger.budget_used)
                 with warnings.catch_warnings():  # ask/tell with our own heartbeat thread (see heartbeat())
                     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize",
                                             UserWarning)
@@ -370,7 +407,8 @@ def run_trials(ctx: Context, progress: bool = True) -> int:
                                               # starts (MLflow run creation) would leave a never-stale RUNNING trial
             if ledger.failed_all != failed_seen:                  # someone's trial went stale: close its run
                 close_orphan_runs(ctx.study, ctx.tracker)
-            bar.set_postfix_str(f"trial {trial.number} running")
+            bar.set_postfix_str(f"trial {trial.number} running"
+                                + (f" (shrink step of trial {shrink_of})" if shrink_of is not None else ""))
             run_trial(ctx, trial)
             complete, failed = ledger.update().finished
             failed_seen = ledger.failed_all

@@ -1,0 +1,89 @@
+"""Shrink steps (search/shrink.py): the parent choice and the moves as pure functions, and end to end."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from search import names
+from search.shrink import Candidate, children, next_child, parents, signature
+from tests.test_sweep import load_study, runs, sweep
+
+DISTRIBUTIONS = {
+    "compress.neurons.ratio": FloatDistribution(0.0, 0.9),
+    "compress.prune.ratio": FloatDistribution(0.0, 0.97),
+    "compress.quant.bits": IntDistribution(2, 8),
+    "compress.quant.scheme": CategoricalDistribution(["none", "uniform"]),
+}
+PARAMS = {"compress.neurons.ratio": 0.6, "compress.prune.ratio": 0.8, "compress.quant.bits": 3,
+          "compress.quant.scheme": "uniform"}
+
+
+def test_the_parent_is_the_smallest_trial_within_the_tolerance():
+    trials = [Candidate(0, 0.970, 3000, {}), Candidate(1, 0.960, 1000, {}), Candidate(2, 0.968, 2000, {}),
+              Candidate(3, 0.975, 2000, {})]
+    assert [c.number for c in parents(trials, reference_accuracy=0.972, tolerance=0.005)] == [3, 2, 0]
+    assert parents(trials, reference_accuracy=0.99, tolerance=0.005) == []
+
+
+def test_every_move_makes_one_knob_smaller_and_stays_in_the_space():
+    moves = dict(children(Candidate(0, 0.97, 1000, PARAMS), DISTRIBUTIONS, random.Random(0)))
+    changed = {name: {k for k in PARAMS if child[k] != PARAMS[k]} for name, child in moves.items()}
+    assert all(len(keys) == 1 for keys in changed.values())
+    assert moves["compress.neurons.ratio +0.10"]["compress.neurons.ratio"] == pytest.approx(0.7)
+    assert moves["compress.neurons.ratio +0.05"]["compress.neurons.ratio"] == pytest.approx(0.65)
+    assert moves["compress.prune.ratio keep x0.7"]["compress.prune.ratio"] == pytest.approx(1 - 0.2 * 0.7)
+    assert moves["compress.quant.bits -1"]["compress.quant.bits"] == 2
+    # at the bounds: clipped into the range, and no move at all where the value cannot change
+    edge = {**PARAMS, "compress.neurons.ratio": 0.88, "compress.quant.bits": 2, "compress.prune.ratio": 0.97}
+    moves = dict(children(Candidate(0, 0.97, 1000, edge), DISTRIBUTIONS, random.Random(0)))
+    assert sorted(moves) == ["compress.neurons.ratio +0.05", "compress.neurons.ratio +0.10"]
+    assert moves["compress.neurons.ratio +0.10"]["compress.neurons.ratio"] == 0.9
+
+
+def test_a_key_the_parent_did_not_sample_is_not_moved():
+    no_bits = {k: v for k, v in PARAMS.items() if k != "compress.quant.bits"}
+    moves = dict(children(Candidate(0, 0.97, 1000, no_bits), DISTRIBUTIONS, random.Random(0)))
+    assert all("compress.quant.bits" not in child for child in moves.values())
+
+
+def test_next_child_skips_tried_children_and_falls_back_to_the_next_parent():
+    small, big = Candidate(0, 0.97, 1000, PARAMS), Candidate(1, 0.971, 2000, {**PARAMS, "compress.quant.bits": 4})
+    tried: set = {signature(PARAMS), signature(big.params)}
+    seen = []
+    while (step := next_child([big, small], DISTRIBUTIONS, 0.972, 0.005, tried, random.Random(1))) is not None:
+        parent, move, params = step
+        seen.append(parent.number)
+        tried.add(signature(params))
+    # the five moves of the smallest parent first, then the next one's; its "one bit fewer" child is the
+    # smallest parent itself (already tried), so four
+    assert seen == [0] * 5 + [1] * 4
+    assert next_child([small], DISTRIBUTIONS, 0.99, 0.005, set(), random.Random(1)) is None   # none within tolerance
+
+
+@pytest.mark.slow
+def test_a_shrink_step_runs_the_smallest_good_trial_with_one_knob_pushed(tmp_path):
+    study = optuna.create_study(study_name="shr", storage=f"sqlite:///{tmp_path}/optuna.db",
+                                directions=["maximize", "minimize", "minimize"])
+    study.enqueue_trial({"compress.prune.ratio": 0.5, "compress.neurons.ratio": 0.3, "compress.quant.scheme": "uniform",
+                         "compress.quant.bits": 6, "compress.finetune_epochs": 2, "compress.finetune_lr": 3e-3})
+    # every second trial is a shrink step; a tolerance of 1 makes every finished trial a possible parent
+    proc = sweep(tmp_path, "study.name=shr", "study.n_trials=2", "study.seed_recipes=[]", "study.shrink_every=2",
+                 "study.shrink_tolerance=1.0", "study.early_stop=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = load_study(tmp_path, "shr").trials
+    assert second.user_attrs.get("shrink_of") == 0 and "shrink_of" not in first.user_attrs
+    changed = {k for k in first.params if second.params[k] != first.params[k]}
+    assert len(changed) == 1 and set(second.params) == set(first.params)
+    (key,) = changed
+    assert (second.params[key] < first.params[key]) if key == "compress.quant.bits" else \
+        (second.params[key] > first.params[key])
+    by_number = {int(r.data.tags[names.TRIAL_NUMBER]): r for r in runs(tmp_path, "trial")}
+    assert by_number[1].data.tags[names.SHRINK_OF] == "0" and names.SHRINK_OF not in by_number[0].data.tags
+
+    off = sweep(tmp_path, "study.name=shr", "study.n_trials=4", "study.shrink_every=0", "study.seed_recipes=[]")
+    assert off.returncode == 0, off.stderr[-3000:]
+    assert all("shrink_of" not in t.user_attrs for t in load_study(tmp_path, "shr").trials[2:])
