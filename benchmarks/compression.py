@@ -32,6 +32,7 @@ from typing import Any
 from _config import base_config, deep_merge  # noqa: E402 - benchmarks/ is on sys.path
 
 from trainers import artifact
+from trainers.compress.lowrank import Factored
 from trainers.data import load_dataset, split_test
 from trainers.pipeline import run_fold
 
@@ -69,15 +70,25 @@ def describe(overrides: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def stored_entries(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The entries of a header tensor entry that hold blobs: the entry itself, or the two factors ``a``, ``b``
+    of a factored table (scheme ``lowrank``, docs/artifact-format.md section 2.6)."""
+    if entry["scheme"] == Factored.scheme:
+        return [entry["factors"]["a"], entry["factors"]["b"]]
+    return [entry]
+
+
 def payload_breakdown(path: Path) -> dict[str, int]:
     """Uncompressed bytes of the payload by kind: JSON header, preprocessing, biases, weight codes, masks,
-    per-channel parameters; and ``file`` = the file as stored (after the codec)."""
+    per-channel parameters (a factored table: its factors'); and ``file`` = the file as stored (after the
+    codec)."""
     data = path.read_bytes()
     header = artifact.read_header(path)
     out = {"file": len(data), "header_json": len(json.dumps(header, separators=(",", ":"), sort_keys=True)),
            "preprocess": 0, "bias": 0, "codes": 0, "mask": 0, "per_channel": 0}
     for entry in header["tensors"]:
-        for key, (_, length) in entry["blobs"].items():
+        blobs = [blob for part in stored_entries(entry) for blob in part["blobs"].items()]
+        for key, (_, length) in blobs:
             if entry["name"].startswith("preprocess."):
                 out["preprocess"] += length
             elif entry["name"].endswith("bias"):

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trainers.errors import InputError
+from trainers.task import Ranking, task_of
 
 __all__ = [
     "PROBE_SECONDS",
@@ -74,14 +75,20 @@ def check_all(setup: Any) -> None:
 # --- data and model --------------------------------------------------------------------------------
 
 def check_data_model(model: str, data_name: str, dataset: Any) -> None:
-    """``model`` must fit the loaded data: cnn <- images, seqrec <- sequences, mlp <- rows or images."""
+    """``model`` must fit the loaded data: cnn <- images, seqrec <- sequences, mlp <- rows or images.
+
+    Ranking or not is :mod:`trainers.task`'s answer for both sides (the model's network type, the data's
+    kind); ``search.schema.MODEL_INPUTS`` cannot answer it alone, as it does not list a user's model."""
     kind, shape = dataset.kind, tuple(dataset.input_shape)
-    if model == "seqrec" and kind != "sequence":
-        raise InputError("model", f"seqrec ranks items of sequence data (data=ecommerce|interactions); data={data_name} "
-                                  f"is {kind} data of shape {shape}: use model=mlp or model=cnn")
-    if model != "seqrec" and kind == "sequence":
-        raise InputError("model", f"data={data_name} holds users' event sequences, which only model=seqrec reads "
-                                  f"(space=seqrec searches it), got model={model}")
+    model_task, data_task = task_of(net_type=model), task_of(kind=kind)
+    if model_task is not data_task:
+        from search.schema import SEQUENCE_DATA  # only to word the error: pydantic stays out of the fast path
+
+        if isinstance(model_task, Ranking):
+            raise InputError("model", f"{model} ranks items of sequence data (data={'|'.join(SEQUENCE_DATA)}); "
+                                      f"data={data_name} is {kind} data of shape {shape}: use model=mlp or model=cnn")
+        raise InputError("model", f"data={data_name} holds users' event sequences, which only "
+                                  f"model={'|'.join(Ranking.nets)} reads (space=seqrec searches it), got model={model}")
     if model == "cnn" and kind != "image":
         raise InputError("model", f"cnn needs image data (N, C, H, W); data={data_name} has rows of {shape[0]} "
                                   "features: use model=mlp (or data=npz with X of shape (N, H, W) or (N, C, H, W))")

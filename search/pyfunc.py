@@ -142,8 +142,9 @@ def _recommender_signature(artifact_path: str | Path) -> Any:
 
     from search.predict import DEFAULT_TOP_K
     from trainers import artifact
+    from trainers.task import Ranking, task_of_net
 
-    if artifact.read_header(artifact_path)["arch"]["net"].get("type") != "seqrec":
+    if not isinstance(task_of_net(artifact.read_header(artifact_path)["arch"]["net"]), Ranking):
         return None
     return ModelSignature(inputs=None, outputs=None, params=ParamSchema([
         ParamSpec("top_k", "long", DEFAULT_TOP_K), ParamSpec("user_col", "string", "user"),

@@ -15,7 +15,16 @@ from search.config import compose
 from trainers import artifact
 from trainers.data import from_histories, load_dataset, split_dataset
 from trainers.data._dataset import KINDS
-from trainers.task import TASKS, Classification, Ranking, config_task, configure, get_task, task_of
+from trainers.task import (
+    TASKS,
+    Classification,
+    Ranking,
+    config_task,
+    configure,
+    get_task,
+    task_of,
+    task_of_net,
+)
 
 TINY_SHOP = {"name": "ecommerce", "n_users": 60, "n_items": 40, "max_len": 10, "min_events": 5, "max_events": 12}
 LATENCY = ["latency.repeats=3", "latency.warmup=1", "latency.throughput_batch=8", "device=cpu"]
@@ -119,7 +128,9 @@ def sentinel_shop() -> tuple:
 
 
 def test_final_fit_of_a_seqrec_trial_uses_the_same_item_vocabulary_as_its_cv_folds(tmp_path):
-    from search.reproduce import StudyData, TrialRecord, cross_validate, final_fit
+    from search.final import final_fit
+    from search.record import StudyData, TrialRecord
+    from search.reproduce import cross_validate
 
     ds = sentinel_shop()
     dev, test, folds = split_dataset(ds, None, 2, seed=0)
@@ -136,3 +147,54 @@ def test_final_fit_of_a_seqrec_trial_uses_the_same_item_vocabulary_as_its_cv_fol
     assert Ranking().n_outputs(ds) == n_items + 1
     assert [net_of(tmp_path / f"fold{k}.sqz")["n_items"] for k in range(2)] == [n_items, n_items]
     assert net_of(tmp_path / "final.sqz")["n_items"] == n_items
+
+
+# ---------------------------------------------------------------- a network's task (task_of_net): the one rule
+
+
+def tiny_pipelines() -> dict[str, object]:
+    """An untrained mlp (8 features -> 3 classes) and seqrec (3-channel windows of 6 events, 10 items)."""
+    from trainers.models import Pipeline, Preprocess, build_net, net_spec_from_config
+
+    mlp = net_spec_from_config({"name": "mlp", "hidden": [4]}, [8], 3)
+    seqrec = net_spec_from_config({"name": "seqrec", "d_model": 8, "heads": 2, "max_len": 6}, [3, 6], 11,
+                                  side_vocab=[5, 4])
+    return {"mlp": Pipeline(Preprocess([8], standardize=False), build_net(mlp)),
+            "seqrec": Pipeline(Preprocess([3, 6], standardize=False), build_net(seqrec))}
+
+
+def test_a_net_spec_and_the_artifact_header_of_it_pick_the_same_task(tmp_path):
+    expected = {"mlp": Classification, "seqrec": Ranking}
+    for name, model in tiny_pipelines().items():
+        spec = model.net.spec()
+        assert type(task_of_net(spec)) is expected[name], name
+        assert task_of_net(spec) is task_of(net_type=spec["type"])             # task_of asks the same rule
+        artifact.save(model, tmp_path / f"{name}.sqz")
+        assert net_of(tmp_path / f"{name}.sqz") == spec
+        assert task_of_net(net_of(tmp_path / f"{name}.sqz")) is task_of_net(spec), name
+
+
+def test_a_net_spec_of_another_type_or_none_classifies():
+    assert task_of_net({"type": "custom", "target": "pkg.Net", "kwargs": {}, "kept": []}) is TASKS["classification"]
+    assert task_of_net({"type": "cnn"}) is TASKS["classification"]
+    assert task_of_net({}) is TASKS["classification"]
+    assert task_of_net({"type": "seqrec"}) is TASKS["ranking"]
+
+
+def test_onnx_input_spec_takes_the_dtype_of_the_networks_task():
+    from trainers.onnx_export import input_spec
+
+    pipelines = tiny_pipelines()
+    assert input_spec(pipelines["mlp"]) == ([8], np.dtype(np.float32))
+    assert input_spec(pipelines["seqrec"]) == ([3, 6], np.dtype(np.int64))
+
+
+def test_only_a_recommender_artifact_gets_the_serving_params_signature(tmp_path):
+    pytest.importorskip("mlflow")
+    from search.pyfunc import _recommender_signature
+
+    for name, model in tiny_pipelines().items():
+        artifact.save(model, tmp_path / f"{name}.sqz")
+    assert _recommender_signature(tmp_path / "mlp.sqz") is None
+    params = _recommender_signature(tmp_path / "seqrec.sqz").params
+    assert [p.name for p in params.params] == ["top_k", "user_col", "item_col", "time_col"]

@@ -80,6 +80,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers.task import task_of_net
+
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "WEIGHT_FORMS", "INT8_WEIGHT_MAX", "OnnxRuntimeModel",
            "default_weights", "input_spec", "int8_layers", "int8_weight", "lowrank_tables", "save", "to_onnx"]
 
@@ -96,11 +98,11 @@ INT8_RUNTIMES = ("int8_dynamic", "onnxruntime_int8")
 
 def input_spec(model: nn.Module) -> tuple[list[int], np.dtype]:
     """``(shape of one input row, numpy dtype)`` the artifact's Pipeline takes: the meta's ``input_shape``
-    (as :func:`search.predict.input_shape`) or the preprocessing's; int64 for rankers (``seqrec``)."""
+    (as :func:`search.predict.input_shape`) or the preprocessing's; the dtype its network's task reads
+    (:attr:`trainers.task.Task.input_dtype`: int64 ids for rankers, float32 features otherwise)."""
     meta = getattr(model, "meta", None) or {}
     shape = [int(d) for d in (meta.get("input_shape") or model.preprocess.input_shape)]
-    ranking = model.net.spec()["type"] == "seqrec"
-    return shape, np.dtype(np.int64 if ranking else np.float32)
+    return shape, np.dtype(task_of_net(model.net.spec()).input_dtype)
 
 
 def default_weights(model: nn.Module) -> str:

@@ -17,8 +17,9 @@ chance level       share of the most frequent class          none
 =================  ========================================  ==============================================
 
 Pick the task from the data (:func:`task_of` ``(kind=dataset.kind)``) and carry it in the trainer config
-(:func:`configure`); where only an artifact is at hand, pick it from its network (``net_type``). The two
-agree because the preflight checks refuse a model that does not read the data's kind.
+(:func:`configure`); where only an artifact is at hand, pick it from its network (:func:`task_of_net` of its
+net spec, or ``task_of(net_type=...)``). The two agree because the preflight checks refuse a model that does
+not read the data's kind.
 
 Example:
     >>> task_of(kind="sequence").name, task_of(net_type="mlp").name
@@ -41,7 +42,8 @@ if TYPE_CHECKING:  # torch and the models are imported when a task works, not wh
 
     from trainers.models import Pipeline
 
-__all__ = ["Task", "Classification", "Ranking", "TASKS", "get_task", "task_of", "config_task", "configure"]
+__all__ = ["Task", "Classification", "Ranking", "TASKS", "get_task", "task_of", "task_of_net", "config_task",
+           "configure"]
 
 
 class Task:
@@ -201,13 +203,27 @@ def task_of(*, kind: str | None = None, net_type: str | None = None) -> Task:
         raise ValueError(f"task_of needs exactly one of kind= and net_type=, got kind={kind!r}, "
                          f"net_type={net_type!r}")
     if net_type is not None:
-        ranking = TASKS["ranking"]
-        return ranking if net_type in ranking.nets else TASKS["classification"]
+        return task_of_net({"type": net_type})
     for task in TASKS.values():
         if kind in task.kinds:
             return task
     raise ValueError(f"no task reads data of kind {kind!r}; kinds: "
                      f"{', '.join(k for t in TASKS.values() for k in t.kinds)}")
+
+
+def task_of_net(net: Mapping[str, Any]) -> Task:
+    """The task of a network spec: ``net.spec()`` of a built network, or ``header["arch"]["net"]`` of an
+    artifact (:func:`trainers.artifact.read_header`), the same dict. Its ``type`` picks it: a type in
+    :attr:`Ranking.nets` ranks; every other type, or none, classifies.
+
+    The one place that tells a ranking network from a classifier; :func:`task_of` ``(net_type=...)`` asks it.
+
+    Example:
+        >>> task_of_net({"type": "seqrec", "n_items": 40}).name, task_of_net({"type": "mlp"}).name
+        ('ranking', 'classification')
+    """
+    ranking = TASKS["ranking"]
+    return ranking if net.get("type") in ranking.nets else TASKS["classification"]
 
 
 def configure(cfg: Mapping[str, Any], dataset: Any) -> dict[str, Any]:
