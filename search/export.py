@@ -19,17 +19,10 @@ import tempfile
 from pathlib import Path
 
 from search import names
+from search.final import print_final, run_final
 from search.preflight import check_output_path
-from search.reproduce import (
-    NotReproduced,
-    find_trial,
-    load_record,
-    open_client,
-    parse_args,
-    print_final,
-    run_final,
-    study_data,
-)
+from search.record import NotReproduced, find_trial, load_record, open_client, study_data
+from search.reproduce import parse_args
 from trainers.errors import InputError
 
 __all__ = ["main", "find_final_run"]
@@ -128,7 +121,7 @@ def _export(argv: list[str]) -> int:
             print(f"wrote {_write(Path(args['model']), out, fmt, weights)} from {args['model']}")
             return 0
         if args.get("run_id"):  # a final run's own id: its file as it is
-            from search.reproduce import default_tracking_uri
+            from search.record import default_tracking_uri
 
             uri = args.get("mlflow.tracking_uri") or default_tracking_uri()
             client = open_client(uri)

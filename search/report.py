@@ -1,7 +1,8 @@
 """The study's result: which completed trials are Pareto-optimal, their table, CSV, plots and MLflow tags.
 
 Used at the end of a sweep and by ``python -m search.pareto study.name=...`` (same table, from storage).
-Pareto maths lives in :mod:`search.pareto` (pure functions); this module gathers trials and renders.
+Pareto maths lives in :mod:`search.pareto` (pure functions), the plots in :mod:`search.plots`; this module
+gathers trials and renders.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from search import names
 from search.ledger import is_feasible, latency_noise, pareto_mask, read_completed
-from search.pareto import ParetoPoint, format_table, hypervolume
+from search.pareto import format_table, hypervolume
 
 __all__ = ["TrialRow", "FrontView", "collect", "collect_front", "hypervolume_of", "hypervolume_of_values",
            "pareto_table", "pareto_csv", "write_plots", "tag_runs", "HV_MINIMIZE_BOUND", "reproduce_command"]
@@ -225,16 +226,10 @@ def pareto_csv(rows: Sequence[TrialRow]) -> str:
 
 
 def write_plots(rows: Sequence[TrialRow], reference: Mapping[str, float], folder: Path, title: str) -> list[Path]:
-    """pareto.html (interactive) and pareto.png in ``folder``."""
-    from search.pareto import write_pareto_html, write_pareto_png
+    """pareto.html (interactive) and pareto.png in ``folder`` (:mod:`search.plots`)."""
+    from search.plots import plot_points, write_pareto_html, write_pareto_png
 
-    points = [ParetoPoint(r.number, r.metrics[names.ACCURACY], r.metrics[names.SIZE_BYTES],
-                          r.metrics[names.LATENCY_MS], r.pareto, _short_params(r.params, 20))
-              for r in rows if r.state == "COMPLETE" and names.ACCURACY in r.metrics]
-    ref = None
-    if reference.get(names.ACCURACY) is not None:
-        ref = ParetoPoint(-1, reference[names.ACCURACY], reference[names.SIZE_BYTES], reference[names.LATENCY_MS],
-                          False, "fp32 reference")
+    points, ref = plot_points(rows, reference, label=lambda r: _short_params(r.params, 20))
     html = write_pareto_html(points, folder / names.PARETO_HTML, reference=ref, title=title)
     png = write_pareto_png(points, folder / names.PARETO_PNG, reference=ref, title=title)
     return [Path(html), Path(png)]

@@ -573,7 +573,7 @@ def _run_study(tracker, study, setup: Setup, parent: str, argv: list[str]) -> in
               f"study.name={cfg['study']['name']} prints the table)", file=sys.stderr)
         return 130
     if cfg["mlflow"]["register"] and code != 130:  # final-fit the Pareto trials, register them (docs/reproduce.md)
-        from search.reproduce import register_front
+        from search.final import register_front
 
         code = register_front(tracker, study, setup.objectives, setup.dataset, cfg["mlflow"]["registry_name"]) or code
     return code

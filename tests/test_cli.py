@@ -12,12 +12,10 @@ from pathlib import Path
 import pytest
 
 from search import cli
+from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {name: module for name, (module, _) in cli.COMMANDS.items()}
-#: as tests/test_sweep.py: a study that takes seconds
-TINY = ["study.seed_recipes=[]", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5",
-        "latency.warmup=2", "latency.throughput_batch=32", "space=compress_only"]
 
 
 def stores(tmp: Path) -> list[str]:

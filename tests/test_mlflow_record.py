@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from search import names
-from search.pareto import ParetoPoint, write_pareto_html
+from search.plots import ParetoPoint, write_pareto_html
 from search.tracking import (
     EXPERIMENT_KIND_TRAINING,
     absolute_uri,

@@ -1,4 +1,4 @@
-"""Tests of search.pareto: Pareto mask and hypervolume against brute force, table, plot writers."""
+"""Tests of search.pareto (Pareto mask and hypervolume against brute force, table) and search.plots (plot writers)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from search.pareto import (
-    ParetoPoint,
-    format_table,
-    hypervolume,
-    non_dominated_mask,
-    write_pareto_html,
-    write_pareto_png,
-)
+from search.pareto import format_table, hypervolume, non_dominated_mask
+from search.plots import ParetoPoint, write_pareto_html, write_pareto_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -120,7 +120,7 @@ def test_top_items_are_ranked_as_target_ranks_ranks_them():
 def served(tmp_path_factory):
     """A shop exported as event/item/user CSVs, loaded back as data=interactions, one model trained and
     shipped with the final fit's meta, and the log that holds every user's events but the last."""
-    from search.reproduce import final_meta
+    from search.final import final_meta
     from trainers.pipeline import run_fold
 
     tmp = tmp_path_factory.mktemp("serve")

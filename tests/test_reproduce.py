@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 
 from search import names
+from tests import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "repro"
-TINY = ["study.n_trials=3", "study.seed_recipes=[]", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5",
-        "latency.warmup=2", "latency.throughput_batch=32", "space=compress_only"]
+#: the shared tiny study (tests/conftest.py), three trials
+TINY = ["study.n_trials=3", *conftest.TINY]
 
 
 class Study:
@@ -288,8 +289,9 @@ def test_sweep_register_true_registers_every_pareto_trial(study):
 
 @pytest.mark.slow
 def test_export_load_predict_equals_the_scored_model(study, capsys, monkeypatch, tmp_path):
+    from search.final import final_fit
     from search.predict import predict_ids, runtime_model
-    from search.reproduce import final_fit, find_trial, study_data
+    from search.record import find_trial, study_data
     from trainers import artifact
 
     trial = study.trial_run(pareto=False)

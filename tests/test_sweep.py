@@ -12,12 +12,12 @@ import pytest
 
 from search import names
 from search.pareto import non_dominated_mask
+from tests import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: a study small enough for CI: 2 folds, 2 epochs, short latency protocol
-TINY = ["study.seed_recipes=[]", "study.early_stop=false", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
-        "latency.throughput_batch=32", "space=compress_only"]
+#: the shared tiny study (tests/conftest.py) without early stopping: these tests count trials exactly
+TINY = [*conftest.TINY, "study.early_stop=false"]
 
 
 def stores(tmp: Path) -> list[str]:

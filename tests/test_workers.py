@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from search import names
+from tests import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = "postgresql://postgres@127.0.0.1:5432"
-TINY = ["study.seed_recipes=[]", "study.early_stop=false", "cv.folds=2", "train.epochs=2", "compress.finetune_epochs=1", "latency.repeats=5", "latency.warmup=2",
-        "latency.throughput_batch=32", "space=compress_only", "study.name=scale"]
+#: the shared tiny study (tests/conftest.py) without early stopping (trial counts are exact), named "scale"
+TINY = [*conftest.TINY, "study.early_stop=false", "study.name=scale"]
 
 pytestmark = pytest.mark.slow
 
