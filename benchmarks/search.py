@@ -104,9 +104,12 @@ def summarize(study: dict, reference: dict, folds: int) -> dict:
 MODES = {
     "recipes": ["study.seed_recipes=[int8,deep_compression,twn,neurons_lowbit,sparse_int8,aggressive]",
                 "study.n_trials=6", "study.early_stop=false", "study.timeout=null"],   # all six, however long
-    "random": ["study.sampler=random", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false"],
-    "tpe_before": ["study.sampler=tpe", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false"],
+    "random": ["study.sampler=random", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false",
+               "study.shrink_every=0"],
+    "tpe_before": ["study.sampler=tpe", "study.seed_recipes=[]", "study.base_cache=false", "study.early_stop=false",
+                   "study.shrink_every=0"],
     "default": [],
+    "default_no_shrink": ["study.shrink_every=0"],   # the default as it was before shrink steps
     # the default with another sampler (issue 9 item 5: which sampler fits the budget)
     "default_gp": ["study.sampler=gp"],
     "default_nsga2": ["study.sampler=nsga2"],
@@ -272,7 +275,9 @@ def wallclock_summary(results: list[dict]) -> dict:
                     "best_speedup_at_1pt": mean([r["best_speedup_at_1pt"] or 0.0 for r in rs]),
                     "hypervolume": mean([r["hypervolume"] for r in rs]),
                     "trials_per_minute": mean([r["trials_per_minute"] for r in rs]),
-                    "wrong_prunes": sum(r["wrong_prunes"] or 0 for r in rs),
+                    # None when the run did not re-check its pruned trials (--check-prunes): not measured, not 0
+                    "wrong_prunes": (None if all(r["wrong_prunes"] is None for r in rs)
+                                     else sum(r["wrong_prunes"] or 0 for r in rs)),
                 }
         if group.get("recipes"):   # the one-line Deep-Compression recipe alone (issue 9's "Why" compares with it)
             cell["recipes"]["deep_compression_ratio_at_0.5pt"] = mean(
