@@ -108,6 +108,18 @@ def search_wallclock(data: dict) -> str:
     return "\n".join(out)
 
 
+def trials_per_minute(data: dict) -> str:
+    """Side-by-side pairs: the build before issue 9 against this one, trials per minute."""
+    out = [data["note"], "", "| pair | data | code | fine-tune | finished (pruned) | trials/min | vs the pair's first |",
+           "|---:|---|---|---|---:|---:|---:|"]
+    first: dict = {}
+    for r in data["rows"]:
+        base = first.setdefault((r["pair"], r["data"]), r["trials_per_minute"])
+        out.append(f"| {r['pair']} | {r['data']} | {r['code']} | {r['finetune']} | {r['finished']} ({r['pruned']}) | "
+                   f"{r['trials_per_minute']:.1f} | {r['trials_per_minute'] / base:.2f}× |")
+    return "\n".join(out)
+
+
 def recommender_scale(data: dict) -> str:
     """One row per training loss at catalogue scale, plus the popularity baseline."""
     d, pop = data["data"], data["popularity"]
@@ -190,6 +202,9 @@ SECTIONS = [
      "without them (`study.shrink_every=0`). The recipes row (a) is copied from the table above (its six trials run "
      "without a time budget, so load does not change it); hypervolumes use each run's first study's reference, so "
      "compare them within a dataset only roughly.", search_wallclock),
+    ("trials_per_minute.json", "Trials per minute against the build before issue 9 (side by side)",
+     "Issue 9 asks for 2.5x the trials per minute of the build it was filed against (fba977a) on compress-only with "
+     "the MLP fixed. Measured with `python -m search.sweep` in two git worktrees at once.", trials_per_minute),
     ("search_wallclock_joint.json", "The search against the expert recipe, joint space (`benchmarks/search.py --wallclock`)",
      "As above with the default joint space (compression and training searched together).", search_wallclock),
     ("search_custom_resmlp.json", "A user's model: residual MLP on digits (`benchmarks/search.py`, `model=custom`)",
