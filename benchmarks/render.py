@@ -204,7 +204,8 @@ SECTIONS = [
      "compare them within a dataset only roughly.", search_wallclock),
     ("trials_per_minute.json", "Trials per minute against the build before issue 9 (side by side)",
      "Issue 9 asks for 2.5x the trials per minute of the build it was filed against (fba977a) on compress-only with "
-     "the MLP fixed. Measured with `python -m search.sweep` in two git worktrees at once.", trials_per_minute),
+     "the MLP fixed. Measured with `python -m search.sweep` in two git worktrees at once (`benchmarks/trials_per_minute.py "
+     "--old fba977a [--fixed-finetune]` repeats one pair).", trials_per_minute),
     ("search_wallclock_joint.json", "The search against the expert recipe, joint space (`benchmarks/search.py --wallclock`)",
      "As above with the default joint space (compression and training searched together).", search_wallclock),
     ("search_custom_resmlp.json", "A user's model: residual MLP on digits (`benchmarks/search.py`, `model=custom`)",
