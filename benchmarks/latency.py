@@ -141,9 +141,9 @@ def _one_process(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from trainers.measure import LatencyProtocol, measure_paired
+    from trainers.measure import measure_paired
 
-    protocol = LatencyProtocol()
+    protocol = _protocol(args)
     Xt = torch.from_numpy(np.ascontiguousarray(np.load(args.X), dtype=np.float32))
     ref = _served(args.reference, args.reference_runtime, Xt, protocol)
     cand = _served(args.candidate, args.runtime, Xt, protocol)
@@ -152,13 +152,26 @@ def _one_process(args: argparse.Namespace) -> None:
                       "latency_ms": s.latency_ms, "reference_ms": s.reference_ms}))
 
 
+def _protocol(args: argparse.Namespace):
+    """The measurement protocol: LatencyProtocol's defaults (the study's) unless --repeats / --blocks say."""
+    from trainers.measure import LatencyProtocol
+
+    given = {k: int(v) for k, v in (("repeats", args.repeats), ("blocks", args.blocks)) if v is not None}
+    return LatencyProtocol(**given)
+
+
+def _protocol_args(args: argparse.Namespace) -> list[str]:
+    return [x for k in ("repeats", "blocks") if getattr(args, k) is not None for x in (f"--{k}", str(getattr(args, k)))]
+
+
 def _spread(values: list[float]) -> float:
     import numpy as np
 
     return float((max(values) - min(values)) / np.median(values))
 
 
-def _processes(built: dict[str, Any], cand: str, runtime: str, ref_runtime: str, busy: bool) -> dict[str, Any]:
+def _processes(built: dict[str, Any], cand: str, runtime: str, ref_runtime: str, busy: bool,
+               protocol_args: list[str]) -> dict[str, Any]:
     burner = None
     if busy:   # a second process burning a core for the whole measurement
         burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -167,7 +180,7 @@ def _processes(built: dict[str, Any], cand: str, runtime: str, ref_runtime: str,
         for _ in range(PROCESSES):
             out = subprocess.run([sys.executable, __file__, "--child", "--reference", built["paths"]["fp32"],
                                   "--reference-runtime", ref_runtime, "--candidate", built["paths"][cand],
-                                  "--runtime", runtime, "--X", built["X"]],
+                                  "--runtime", runtime, "--X", built["X"], *protocol_args],
                                  capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     finally:
@@ -184,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "latency.json"))
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default: the study's)")
+    parser.add_argument("--blocks", type=int, default=None, help="alternating blocks per measurement (default: the study's)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for key in ("reference", "reference-runtime", "candidate", "runtime", "X"):
         parser.add_argument(f"--{key}", help=argparse.SUPPRESS)
@@ -193,12 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from trainers.measure import LatencyProtocol
-
     torch.set_num_threads(1)
-    protocol = LatencyProtocol()
+    protocol = _protocol(args)
     start = time.perf_counter()
-    result: dict[str, Any] = {"cpu_count": os.cpu_count(), "protocol": protocol.as_dict(), "models": {}}
+    result: dict[str, Any] = {"cpu_count": os.cpu_count(), "protocol": {**protocol.as_dict(), "blocks": protocol.blocks}, "models": {}}
     with tempfile.TemporaryDirectory(prefix="squeeze-bench-latency-") as tmp:
         for data, model in MODELS:
             folder = Path(tmp) / model
@@ -211,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             last = res["artifacts"][-1]
             print(f"{model}/{data}: {PROCESSES} processes idle and busy ...", file=sys.stderr, flush=True)
             res["processes"] = {"candidate": last["name"], "runtime": last["best_runtime"],
-                                "idle": _processes(built, last["name"], last["best_runtime"], res["reference_runtime"], False),
-                                "busy": _processes(built, last["name"], last["best_runtime"], res["reference_runtime"], True)}
+                                "idle": _processes(built, last["name"], last["best_runtime"], res["reference_runtime"], False,
+                                                   _protocol_args(args)),
+                                "busy": _processes(built, last["name"], last["best_runtime"], res["reference_runtime"], True,
+                                                   _protocol_args(args))}
             result["models"][f"{model}/{data}"] = res
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -138,8 +138,9 @@ def latency(data: dict) -> str:
     """Per model: noise, overhead, every artifact in every runtime, the cost of pairing, and the spread of the
     paired speedup across processes (idle and with a core burning)."""
     us = lambda ms: f"{1000 * ms:.1f}"  # noqa: E731
-    out = [f"Machine: {data['cpu_count']} cores, shared with other jobs (not idle). Protocol "
-           f"`{_settings(data['protocol'])}`, 10 alternating blocks; intervals are 95% bootstraps over blocks."]
+    machine = data.get("machine", "shared with other jobs (not idle)")
+    out = [f"Machine: {data['cpu_count']} cores, {machine}. Protocol `{_settings(data['protocol'])}` "
+           f"({data['protocol'].get('blocks', 10)} alternating blocks); intervals are 95% bootstraps over blocks."]
     for key, m in data["models"].items():
         oh = m["overhead_ms"]
         ref_oh = oh.get(m["reference_runtime"], float("nan"))
@@ -177,6 +178,16 @@ def latency(data: dict) -> str:
             out.append(f"| {label} | {speedups} | "
                        f"{100 * c['speedup_spread']:.1f}% | {100 * c['latency_spread']:.1f}% | "
                        f"{100 * c['reference_latency_spread']:.1f}% |")
+    if data.get("spread_by_protocol"):     # the same 5-process check under several protocols
+        out += ["", "### The spread across 5 processes by protocol (`benchmarks/latency.py --repeats R --blocks B`)", "",
+                "Timed calls per measurement (`latency.repeats`, both sides together) and alternating blocks "
+                "(`latency.blocks`); the study's default is 100 / 10.", "",
+                "| repeats / blocks | model | candidate (runtime) | paired speedup spread idle / busy core | "
+                "candidate latency spread idle / busy core |", "|---|---|---|---:|---:|"]
+        for r in data["spread_by_protocol"]:
+            out.append(f"| {r['repeats']} / {r['blocks']} | {r['model']} | {r['candidate']} ({r['runtime']}) | "
+                       f"{100 * r['idle_speedup_spread']:.1f}% / {100 * r['busy_speedup_spread']:.1f}% | "
+                       f"{100 * r['idle_latency_spread']:.1f}% / {100 * r['busy_latency_spread']:.1f}% |")
     return "\n".join(out)
 
 

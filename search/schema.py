@@ -419,6 +419,7 @@ class Latency(Block):
     batch_size: Int(1) = Field(1, description="requests of this many rows")
     warmup: Int(0) = Field(20, description="untimed calls first")
     repeats: Int(1) = Field(100, description="timed calls")
+    blocks: Int(2) = Field(10, description="paired timing: alternating blocks of reference and candidate calls")
     throughput_batch: Int(1) = Field(256, description="batch of the throughput measure")
     runtimes: _distinct_names("runtime", RUNTIMES, non_empty=True, null=True) = Field(
         None, description="runtimes to try (null = all that apply)")

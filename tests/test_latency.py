@@ -207,3 +207,15 @@ def test_a_fold_timed_against_the_reference_logs_a_paired_speedup(tmp_path):
     assert aa["latency_measured_ms"] > 0 and aa["accuracy"] == ref.accuracy
     fold = run_fold(cfg, X[tr], y[tr], X[va], y[va], seed=0, artifact_path=tmp_path / "t.sqz", reference=refa)
     assert fold.speedup_ci_low <= fold.speedup <= fold.speedup_ci_high
+
+
+def test_the_latency_block_of_the_config_sets_the_paired_blocks():
+    from omegaconf import OmegaConf
+
+    from search.config import CONF_DIR
+    from trainers.measure import LatencyProtocol
+
+    default = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sweep.yaml"))["latency"]
+    assert LatencyProtocol.from_config(default).blocks == LatencyProtocol().blocks == 10
+    steady = LatencyProtocol.from_config({**default, "repeats": 500, "blocks": 20})
+    assert (steady.repeats, steady.blocks) == (500, 20)

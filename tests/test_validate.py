@@ -217,6 +217,7 @@ BAD = [
     (["study.early_stop_margin=1.5"], "study.early_stop_margin", "[0, 1]"),
     (["study.shrink_every=-1"], "study.shrink_every", "an integer >= 0"),
     (["study.shrink_tolerance=2"], "study.shrink_tolerance", "[0, 1]"),
+    (["latency.blocks=1"], "latency.blocks", "an integer >= 2"),
     (["+latency.runtimes=[]"], "latency.runtimes", "null or a non-empty list of distinct runtimes from fp32_dense|"),
     (["+latency.runtimes=[tensorrt]"], "latency.runtimes", "unknown runtime 'tensorrt'"),
     (["+latency.runtimes=[torchscript,torchscript]"], "latency.runtimes", "twice"),
