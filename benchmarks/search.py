@@ -117,9 +117,10 @@ MODES = {
 }
 #: the four modes of the done-means comparison (the sampler variants run with --modes)
 MAIN_MODES = ["recipes", "random", "tpe_before", "default"]
-#: keys the space samples only since the fine-tune budget became searchable; "tpe_before" leaves them out,
+#: keys the space samples only since the fine-tune budget (and the grid granularity) became searchable; "tpe_before"
+#: leaves them out,
 #: as the space was before (the fine-tune then is the config's: 5 epochs at train.lr)
-NEW_SPACE_KEYS = ("compress.finetune_epochs", "compress.finetune_lr")
+NEW_SPACE_KEYS = ("compress.finetune_epochs", "compress.finetune_lr", "compress.quant.granularity")
 
 
 def synthetic_csv(path: Path, seed: int) -> Path:

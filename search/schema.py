@@ -384,6 +384,8 @@ class Quant(Block):
     learn_step: Bool = Field(False, description="uniform: learn the step during fine-tune (LSQ)")
     threshold: Num(0, options.THRESHOLD_MAX, lo_open=True) = Field(
         0.7, description="ternary: zero weights with |w| < threshold * mean|w|")
+    granularity: OneOf(*options.GRANULARITIES) = Field(
+        "channel", description="uniform, binary, ternary: grid / alpha per output channel or one per tensor")
     quantize_first_last: Bool = Field(True, description="also quantize the first and last layer")
 
 

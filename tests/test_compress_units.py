@@ -17,6 +17,7 @@ from trainers.compress import (
     FixedPoint,
     Ternary,
     Uniform,
+    make_quantizer,
     compress,
     prune_neurons,
     unit_importance,
@@ -458,3 +459,46 @@ def test_compress_rounds_biases_of_quantized_layers_only() -> None:
     reference = copy.deepcopy(plain.state_dict())
     compress(plain, X, y, {"finetune_epochs": 0, "side_bits": 16}, TRAIN_CFG, seed=0, device="cpu")
     assert all(torch.equal(t, reference[k]) for k, t in plain.state_dict().items())
+
+
+# ---------------------------------------------------------------- one grid per tensor (compress.quant.granularity)
+
+
+@pytest.mark.parametrize("side_bits", [16, 32])
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("shape", [(30, 20), (8, 3, 3, 3)])
+def test_tensor_granularity_shares_one_grid_and_fake_equals_encode_decode(shape, bits, side_bits) -> None:
+    from trainers.compress.quantize import Quantizer
+
+    torch.manual_seed(bits)
+    w = torch.randn(shape)
+    mask = torch.rand(shape) > 0.5
+    q = Uniform(bits, 1.1, 0.97, side_bits=side_bits, granularity="tensor")
+    enc = q.encode(w * mask, mask)
+    assert torch.unique(enc.scale).numel() == 1 and torch.unique(enc.offset).numel() == 1
+    assert torch.unique(Uniform(bits, 1.1, 0.97, side_bits=side_bits).encode(w * mask, mask).scale).numel() > 1
+    assert torch.equal(q.fake(w * mask, mask), Quantizer.fake(q, w * mask, mask))
+
+
+@pytest.mark.parametrize("scheme", ["binary", "ternary"])
+def test_tensor_granularity_gives_binary_and_ternary_one_alpha(scheme: str) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(12, 9)
+    per_channel = make_quantizer({"scheme": scheme}).encode(w)
+    shared = make_quantizer({"scheme": scheme, "granularity": "tensor"}).encode(w)
+    assert torch.unique(per_channel.scale).numel() > 1 and torch.unique(shared.scale).numel() == 1
+    if scheme == "binary":      # alpha = mean |w| over the whole tensor
+        assert shared.scale[0].item() == pytest.approx(w.abs().mean().item(), rel=1e-6)
+
+
+def test_tensor_granularity_learns_one_step() -> None:
+    q = Uniform(3, learn_step=True, granularity="tensor")
+    w = _randn(6, 10, seed=5)
+    q.prepare(w)
+    assert q.step.shape == (1,)
+    assert torch.unique(q.encode(w).scale).numel() == 1
+
+
+def test_an_unknown_granularity_names_the_key() -> None:
+    with pytest.raises(InputError, match=r"^compress\.quant\.granularity: must be one of channel\|tensor"):
+        make_quantizer({"scheme": "uniform", "bits": 4, "granularity": "row"})

@@ -25,7 +25,7 @@ __all__ = [
     "BITS_OFF", "CLIP_RANGE", "CODECS", "CSV_SEPARATORS", "DEFAULT_NEGATIVES", "LOSSES", "NEURON_IMPORTANCES",
     "NEURONS_MAX_RATIO", "OPTIMIZERS",
     "PRUNE_CRITERIA", "PRUNE_MAX_RATIO", "PRUNE_SCHEDULES", "PRUNE_SCOPES", "QUANT_SCHEMES", "ROUNDINGS",
-    "SIDE_BITS", "SchemeSpec", "THRESHOLD_MAX",
+    "SIDE_BITS", "SchemeSpec", "THRESHOLD_MAX", "GRANULARITIES",
 ]
 
 #: ``compress.quant.bits=32`` switches a bit-width scheme off (float32 weights)
@@ -66,6 +66,9 @@ QUANT_SCHEMES: dict[str, SchemeSpec] = {s.name: s for s in (
 
 #: ``compress.quant.rounding`` (fixed_point)
 ROUNDINGS = ("nearest", "floor", "stochastic")
+#: ``compress.quant.granularity`` (uniform, binary, ternary): one grid / alpha per output channel, or one for
+#: the whole tensor (repeated per channel in the file, where the codec stores the repeats almost for free)
+GRANULARITIES = ("channel", "tensor")
 #: ``compress.quant.clip`` (uniform): the open lower and closed upper bound of the quantile
 CLIP_RANGE = (0.5, 1.0)
 #: ``compress.quant.threshold`` (ternary) lies in (0, THRESHOLD_MAX]

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from trainers.errors import InputError
-from trainers.options import BITS_OFF, CLIP_RANGE, QUANT_SCHEMES, ROUNDINGS, SIDE_BITS, THRESHOLD_MAX
+from trainers.options import BITS_OFF, CLIP_RANGE, GRANULARITIES, QUANT_SCHEMES, ROUNDINGS, SIDE_BITS, THRESHOLD_MAX
 
 __all__ = [
     "Encoded", "Quantizer", "Float32", "FixedPoint", "Uniform", "Binary", "Ternary", "make_quantizer",
@@ -162,6 +162,16 @@ def _channel_mean_abs(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, (rows.abs() * keep).sum(1) / count.clamp(min=1), 0.0)
 
 
+def _per_granularity(stat, w: torch.Tensor, mask: torch.Tensor, granularity: str):
+    """``stat(w, mask)`` per output channel, or (``granularity="tensor"``) the whole tensor's value of it
+    repeated for every channel: ``stat`` returns one (channels,) tensor or a list of them."""
+    if granularity == "channel":
+        return stat(w, mask)
+    out = stat(w.reshape(1, -1), mask.reshape(1, -1))
+    expand = lambda t: t.expand(w.shape[0]).contiguous()  # noqa: E731
+    return [expand(t) for t in out] if isinstance(out, list) else expand(out)
+
+
 def _channel_quantiles(w: torch.Tensor, mask: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
     """The ``q`` quantiles (linear interpolation, as ``torch.quantile``) of each channel's kept weights, for
     every ``q`` in ``qs``; ``q = 0`` / ``1`` give min / max. Vectorized (embedding tables have thousands of
@@ -196,21 +206,26 @@ class Quantizer(nn.Module):
     """Base class: subclasses implement :meth:`encode`; :meth:`fake` is the STE view for training.
 
     ``side_bits`` (``compress.side_bits``, 16 or 32): the precision of the per-channel side information the
-    quantizer produces (:func:`to_side_precision`); 32, the default, keeps float32.
+    quantizer produces (:func:`to_side_precision`); 32, the default, keeps float32. ``granularity``
+    (``compress.quant.granularity``): ``channel`` derives the side information of each output channel from its
+    own weights, ``tensor`` one value from the whole tensor (stored per channel all the same).
     """
 
     scheme: str = ""
     bits: int = 32
 
-    def __init__(self, side_bits: int = 32) -> None:
+    def __init__(self, side_bits: int = 32, granularity: str = "channel") -> None:
         super().__init__()
         _check_side_bits(side_bits)
-        self.side_bits = side_bits
+        if granularity not in GRANULARITIES:
+            raise InputError("compress.quant.granularity",
+                             f"must be one of {'|'.join(GRANULARITIES)}, got {granularity!r}")
+        self.side_bits, self.granularity = side_bits, granularity
 
     @classmethod
     def from_config(cls, quant_cfg: Mapping[str, Any], seed: int = 0, side_bits: int = 32) -> Quantizer:
-        """The quantizer for the ``compress.quant.*`` keys it reads (none by default)."""
-        return cls(side_bits=side_bits)
+        """The quantizer for the ``compress.quant.*`` keys it reads (``granularity`` by default)."""
+        return cls(side_bits=side_bits, granularity=quant_cfg.get("granularity", "channel"))
 
     def encode(self, w: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:  # pragma: no cover
         raise NotImplementedError
@@ -288,8 +303,8 @@ class Uniform(Quantizer):
     scheme = "uniform"
 
     def __init__(self, bits: int, step_scale: float = 1.0, clip: float = 1.0, learn_step: bool = False,
-                 side_bits: int = 32) -> None:
-        super().__init__(side_bits)
+                 side_bits: int = 32, granularity: str = "channel") -> None:
+        super().__init__(side_bits, granularity)
         _check_bits(self.scheme, bits)
         if not CLIP_RANGE[0] < clip <= CLIP_RANGE[1]:
             raise InputError("compress.quant.clip", f"must be in ({CLIP_RANGE[0]:g}, {CLIP_RANGE[1]:g}], got {clip}")
@@ -301,16 +316,18 @@ class Uniform(Quantizer):
     @classmethod
     def from_config(cls, quant_cfg, seed=0, side_bits=32):
         return cls(int(quant_cfg["bits"]), float(quant_cfg.get("step_scale", 1.0)),
-                   float(quant_cfg.get("clip", 1.0)), bool(quant_cfg.get("learn_step", False)), side_bits)
+                   float(quant_cfg.get("clip", 1.0)), bool(quant_cfg.get("learn_step", False)), side_bits,
+                   quant_cfg.get("granularity", "channel"))
 
     def grid(self, w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel (offset, step) of the 2^b-level grid, at ``side_bits`` precision: offset and step are
         rounded together (both float16 or both float32), so the grid never moves by one and not the other."""
         levels = 2 ** self.bits - 1
-        lo, hi = _channel_quantiles(w, mask, (1 - self.clip, self.clip) if self.clip < 1.0 else (0.0, 1.0))
+        qs = (1 - self.clip, self.clip) if self.clip < 1.0 else (0.0, 1.0)
+        lo, hi = _per_granularity(lambda v, m: _channel_quantiles(v, m, qs), w, mask, self.granularity)
         step = torch.clamp((hi - lo) / levels * self.step_scale, min=1e-8)
         if self.step is not None:                          # the learned step replaces the derived one
-            step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32)
+            step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32).expand_as(lo).contiguous()
         if self.side_bits < 32:
             # a channel with one distinct kept value (or none) takes any step (error <= step / 2): use one that
             # float16 holds, so a single such channel does not keep the whole layer's grid in float32
@@ -333,7 +350,8 @@ class Uniform(Quantizer):
     def prepare(self, w, mask=None):
         if self.learn_step and self.step is None:
             _, step0 = self.grid(w.detach().cpu().float(), _flat_mask(w, mask).reshape(w.shape))
-            self.step = nn.Parameter(step0.to(w.device))
+            # one learned step per channel, or one for the tensor (its grid then stays shared)
+            self.step = nn.Parameter((step0 if self.granularity == "channel" else step0[:1]).to(w.device))
 
     def fake(self, w, mask=None):
         if not self.learn_step:
@@ -370,7 +388,8 @@ class Binary(Quantizer):
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
         wd = w.detach().cpu().to(torch.float32)
-        alpha = to_side_precision(_channel_mean_abs(wd, m.reshape(w.shape)), self.side_bits)
+        alpha = to_side_precision(_per_granularity(_channel_mean_abs, wd, m.reshape(w.shape), self.granularity),
+                                  self.side_bits)
         return _finish("binary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
 
 
@@ -379,24 +398,25 @@ class Ternary(Quantizer):
 
     scheme, bits = "ternary", 1
 
-    def __init__(self, threshold: float = 0.7, side_bits: int = 32) -> None:
-        super().__init__(side_bits)
+    def __init__(self, threshold: float = 0.7, side_bits: int = 32, granularity: str = "channel") -> None:
+        super().__init__(side_bits, granularity)
         if not 0 < threshold <= THRESHOLD_MAX:
             raise InputError("compress.quant.threshold", f"must be in (0, {THRESHOLD_MAX:g}], got {threshold}")
         self.threshold = threshold
 
     @classmethod
     def from_config(cls, quant_cfg, seed=0, side_bits=32):
-        return cls(float(quant_cfg.get("threshold", 0.7)), side_bits)
+        return cls(float(quant_cfg.get("threshold", 0.7)), side_bits, quant_cfg.get("granularity", "channel"))
 
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
         wd = w.detach().cpu().to(torch.float32)
-        delta = self.threshold * _channel_mean_abs(wd, m.reshape(w.shape))
+        delta = self.threshold * _per_granularity(_channel_mean_abs, wd, m.reshape(w.shape), self.granularity)
         per_channel = wd.numel() // wd.shape[0]
         big = wd.flatten().abs() >= delta.repeat_interleave(per_channel)
         m = m & big
-        alpha = to_side_precision(_channel_mean_abs(wd, m.reshape(w.shape)), self.side_bits)  # delta: not stored
+        alpha = to_side_precision(_per_granularity(_channel_mean_abs, wd, m.reshape(w.shape), self.granularity),
+                                  self.side_bits)  # delta: not stored
         return _finish("ternary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
 
 
