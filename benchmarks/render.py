@@ -213,6 +213,9 @@ SECTIONS = [
      "without them (`study.shrink_every=0`). The recipes row (a) is copied from the table above (its six trials run "
      "without a time budget, so load does not change it); hypervolumes use each run's first study's reference, so "
      "compare them within a dataset only roughly.", search_wallclock),
+    ("search_wallclock_granularity.json", "One grid per tensor in the space (`compress.quant.granularity`)",
+     "The default of the shrink table with `compress.quant.granularity` (channel | tensor) added to the compress-only "
+     "space; recipes (a) copied as above.", search_wallclock),
     ("trials_per_minute.json", "Trials per minute against the build before issue 9 (side by side)",
      "Issue 9 asks for 2.5x the trials per minute of the build it was filed against (fba977a) on compress-only with "
      "the MLP fixed. Measured with `python -m search.sweep` in two git worktrees at once (`benchmarks/trials_per_minute.py "
