@@ -17,6 +17,15 @@ and the table shows mean and standard deviation.
         --out benchmarks/results/recommender_lowrank.json            # low-rank embedding tables
     PYTHONPATH=. python benchmarks/recommender.py --methods fp32 fp32+finetune uniform lowrank lowrank+uniform \
         --data n_users=3000 n_items=5000 --out benchmarks/results/recommender_lowrank_5000.json   # larger catalogue
+    # 20,000 users x 20,000 items, sampled softmax, 8 epochs (fp32's best on a 5,000-user test subset), one seed
+    # (benchmarks/results/recommender_20000.json merges the runs of these two commands, split over parallel
+    # processes for time; every setting is seeded on its own, so a single process gives the same models)
+    PYTHONPATH=. python benchmarks/recommender.py --seeds 0 --data n_users=20000 n_items=20000 \
+        --train loss=sampled epochs=8 --settings fp32 fp32+finetune "uniform 4b" "rank 16, uniform 4b" \
+        "rank 8, uniform 4b" "rank 4, uniform 4b" "rank 8" --out /tmp/rec20k.json
+    PYTHONPATH=. python benchmarks/recommender.py --seeds 0 --data n_users=20000 n_items=20000 \
+        --train loss=sampled epochs=8 --settings "rank 8, uniform 4b" --compress quant.granularity=tensor \
+        --out /tmp/rec20k_tensor.json           # one grid per factor instead of one per item row
 
 The model reads the users' profiles (age band, interests: ``model.user_features=true``, the default);
 ``fp32-no-user-features`` is the same fp32 model without them.
@@ -89,6 +98,14 @@ def setting_label(method: str, overrides: Mapping[str, Any]) -> str:
     return ", ".join(parts) or method
 
 
+def parse_value(text: str) -> Any:
+    """A ``KEY=VALUE`` value: JSON (numbers, true, null, lists), else the plain string (``loss=sampled``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def size_breakdown(path: Path) -> dict[str, float]:
     """Share of the model's parameters in the item table, the other embeddings and the transformer."""
     net = artifact.load(path).net
@@ -106,18 +123,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny data and 2 epochs (smoke test)")
     parser.add_argument("--methods", nargs="+", choices=[m for m, _ in SETTINGS], default=None,
                         help="run only these settings (the first is the reference of the ratios)")
+    parser.add_argument("--settings", nargs="+", choices=[setting_label(m, o) for m, o in SETTINGS], default=None,
+                        help="run only these settings by label, e.g. fp32 'uniform 4b' 'rank 8, uniform 4b' "
+                             "(with --methods: both must match)")
     parser.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override data.* keys of the shop, e.g. interest_mix=0.5 max_events=8")
+    parser.add_argument("--train", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override train.* keys of every setting, e.g. loss=sampled negatives=256 epochs=10")
+    parser.add_argument("--compress", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override compress.* keys of every setting (dotted, e.g. quant.granularity=tensor); "
+                             "the settings' labels then end with them")
     args = parser.parse_args(argv)
-    settings = [s for s in SETTINGS if args.methods is None or s[0] in args.methods]
+    settings = [s for s in SETTINGS if (args.methods is None or s[0] in args.methods)
+                and (args.settings is None or setting_label(*s) in args.settings)]
     torch.set_num_threads(1)
 
     base = base_config("ecommerce", "seqrec")
     if args.quick:
         base = deep_merge(base, QUICK)
-    for item in args.data:
+    for group, items in (("data", args.data), ("train", args.train)):
+        for item in items:
+            key, _, value = item.partition("=")
+            base[group][key] = parse_value(value)
+    for item in args.compress:
         key, _, value = item.partition("=")
-        base["data"][key] = json.loads(value)
+        *path, leaf = key.split(".")
+        node = base["compress"]
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = parse_value(value)
+    suffix = f" ({' '.join(args.compress)})" if args.compress else ""
     ds = load_dataset(base["data"])
     dev, test, _ = split_dataset(ds, None, 2, seed=0)
     X_dev, y_dev, X_test, y_test = ds.X[dev], ds.y[dev], ds.X[test], ds.y[test]
@@ -136,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = Path(tmp) / f"{method}-{seed}.sqz"
                 result = run_fold(cfg, X_dev, y_dev, X_test, y_test, seed=seed, artifact_path=path,
                                   meta={"classes": ds.classes})
-                row = {"method": method, "setting": setting_label(method, overrides), "seed": seed,
+                row = {"method": method, "setting": setting_label(method, overrides) + suffix, "seed": seed,
                        "settings": overrides, "hr": result.accuracy, "ndcg": result.ndcg,
                        "size_bytes": result.size_bytes, "latency_ms": result.latency_ms,
                        "latency_p90_ms": result.latency_p90_ms, "throughput_per_s": result.throughput_per_s,

@@ -234,6 +234,11 @@ SECTIONS = [
     ("recommender.json", "Sequential recommender (`benchmarks/recommender.py`)",
      "SASRec-style model on the synthetic shop; HR@10 / NDCG@10 on each user's last event, ranking all items.",
      recommender),
+    ("recommender_20000.json", "The recommender at 20,000 items: techniques against fp32 (`benchmarks/recommender.py`)",
+     "20,000 users x 20,000 items, `train.loss=sampled` (256 negatives), 8 epochs (fp32's best on a learning curve; it "
+     "overfits after ~8), compressed settings + 5 fine-tune epochs, **one seed**; HR@10 / NDCG@10 over all items. Runs at "
+     "nice 19, two at a time, on the shared 2-core CPU: seconds and latencies are noisy. Fixed settings, not a study's "
+     "front.", recommender),
     ("recommender_user_features.json", "User profiles in the recommender, with and without (`benchmarks/recommender.py --methods fp32 fp32-no-user-features`)",
      "The synthetic shop's age band and interests as a user embedding added to the sequence state.", recommender),
     ("recommender_user_features_short.json", "User profiles with short histories (4-8 events, interest_mix 0.5)",
