@@ -218,6 +218,7 @@ BAD = [
     (["study.shrink_every=-1"], "study.shrink_every", "an integer >= 0"),
     (["study.shrink_tolerance=2"], "study.shrink_tolerance", "[0, 1]"),
     (["latency.blocks=1"], "latency.blocks", "an integer >= 2"),
+    (["compress.quant.granularity=row"], "compress.quant.granularity", "one of channel|tensor"),
     (["+latency.runtimes=[]"], "latency.runtimes", "null or a non-empty list of distinct runtimes from fp32_dense|"),
     (["+latency.runtimes=[tensorrt]"], "latency.runtimes", "unknown runtime 'tensorrt'"),
     (["+latency.runtimes=[torchscript,torchscript]"], "latency.runtimes", "twice"),
