@@ -216,6 +216,9 @@ SECTIONS = [
     ("search_wallclock_granularity.json", "One grid per tensor in the space (`compress.quant.granularity`)",
      "The default of the shrink table with `compress.quant.granularity` (channel | tensor) added to the compress-only "
      "space; recipes (a) copied as above.", search_wallclock),
+    ("search_wallclock_current.json", "Today's default against random search, same runs (`benchmarks/search.py --wallclock`)",
+     "Compress-only, MLP 300-100, as in the first table: (b) random search and (d) today's default in one run per "
+     "dataset.", search_wallclock),
     ("trials_per_minute.json", "Trials per minute against the build before issue 9 (side by side)",
      "Issue 9 asks for 2.5x the trials per minute of the build it was filed against (fba977a) on compress-only with "
      "the MLP fixed. Measured with `python -m search.sweep` in two git worktrees at once (`benchmarks/trials_per_minute.py "
