@@ -192,6 +192,19 @@ def _set_constraints(trial, cfg_study: dict[str, Any], metrics: dict[str, float]
 FOLD_ACCURACY_ATTR = "fold_accuracy"   # trial user attr: accuracy per CV fold (early stopping compares folds)
 
 
+def _finished_feasible(trials):
+    """``(trial, its logged metrics)`` of the COMPLETE, feasible trials among ``trials`` that logged an accuracy:
+    the finished trials the early stop and the shrink steps compare with (infeasible ones never reach the front)."""
+    from optuna.trial import TrialState
+
+    from search.ledger import is_feasible
+
+    for t in trials:
+        m = t.user_attrs.get("metrics") or {}
+        if t.state == TrialState.COMPLETE and names.ACCURACY in m and is_feasible(t.constraints):
+            yield t, m
+
+
 def _early_stopper(ctx: Context, trial_number: int):
     """``after_fold(rows)`` for :func:`search.objective.evaluate_config`: the rule of
     :mod:`search.early_stop` against the study's finished feasible trials; ``None`` when turned off or when
@@ -212,12 +225,9 @@ def _early_stopper(ctx: Context, trial_number: int):
 
     def after_fold(rows: list[dict[str, float]]) -> bool:
         finished, spreads = [], [float(ctx.reference.get(names.ACCURACY_STD, 0.0))]
-        for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            m = t.user_attrs.get("metrics") or {}
-            if t.number == trial_number or names.ACCURACY not in m:
+        for t, m in _finished_feasible(ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+            if t.number == trial_number:
                 continue
-            if any(c > 0 for c in (t.constraints or {}).values()):
-                continue                                   # infeasible trials never reach the front
             spreads.append(float(m.get(names.ACCURACY_STD, 0.0)))
             finished.append(Finished(t.user_attrs.get(FOLD_ACCURACY_ATTR) or [m[names.ACCURACY]],
                                      m[names.SIZE_BYTES] if use_size else 0.0,
@@ -343,8 +353,6 @@ def _enqueue_shrink_step(ctx: Context, asked: int) -> int | None:
     enqueue it and return its parent's number; ``None`` otherwise. Called under the budget lock."""
     import random
 
-    from optuna.trial import TrialState
-
     from search.shrink import SHRINK_ATTR, Candidate, next_child, signature
 
     setup = ctx.setup
@@ -355,12 +363,8 @@ def _enqueue_shrink_step(ctx: Context, asked: int) -> int | None:
             or not {names.ACCURACY, names.SIZE_BYTES} <= set(setup.objectives)):
         return None
     trials = ctx.study.get_trials(deepcopy=False)
-    candidates = []
-    for t in trials:
-        m = t.user_attrs.get("metrics") or {}
-        if (t.state == TrialState.COMPLETE and names.ACCURACY in m and names.SIZE_BYTES in m
-                and not any(c > 0 for c in (t.constraints or {}).values())):
-            candidates.append(Candidate(t.number, float(m[names.ACCURACY]), float(m[names.SIZE_BYTES]), t.params))
+    candidates = [Candidate(t.number, float(m[names.ACCURACY]), float(m[names.SIZE_BYTES]), t.params)
+                  for t, m in _finished_feasible(trials) if names.SIZE_BYTES in m]
     step = next_child(candidates, {p.key: p.distribution for p in setup.params}, float(reference_accuracy),
                       float(cfg_study.get("shrink_tolerance", 0.005)), {signature(t.params) for t in trials},
                       random.Random(f"{cfg_study.get('seed')}-{asked}"))
