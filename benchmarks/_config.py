@@ -4,7 +4,8 @@ groups (no Hydra needed), and a recursive merge for per-setting overrides."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,22 @@ def base_config(data: str, model: str) -> dict[str, Any]:
     cfg = OmegaConf.to_container(root, resolve=True)
     cfg["device"] = "cpu"
     return cfg
+
+
+@contextmanager
+def space_without(keys: Iterable[str]) -> Iterator[None]:
+    """Within the block, every space the sweep parses (``search.space.parse_space``, which
+    ``search.sweep.prepare`` looks up at call time) leaves out ``keys``: the config's values decide them, as in
+    a space that never sampled them (the build before a key joined the space)."""
+    import search.space
+
+    left_out, original = frozenset(keys), search.space.parse_space
+
+    def parse(space_cfg):
+        return [p for p in original(space_cfg) if p.key not in left_out]
+
+    search.space.parse_space = parse
+    try:
+        yield
+    finally:
+        search.space.parse_space = original

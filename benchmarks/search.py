@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._config import space_without  # noqa: E402
+
 
 def run_study(label: str, seed: int, trials: int, folds: int, workdir: Path, extra: list[str]) -> dict:
     """``search.sweep.main`` on a fresh store in ``workdir``; ``label`` names the study (a sampler name
@@ -144,30 +146,16 @@ def dataset_overrides(name: str, workdir: Path) -> list[str]:
     return [f"data={name}"]
 
 
-def _without_new_keys(parse_space):
-    def parse(space_cfg):
-        return [p for p in parse_space(space_cfg) if p.key not in NEW_SPACE_KEYS]
-    return parse
-
-
 def wallclock_study(mode: str, dataset: str, space: str, seed: int, budget: float, folds: int, workdir: Path,
                     extra: list[str]) -> dict:
     """One study of ``mode`` with ``budget`` seconds of wall-clock (``study.timeout``, counted from the
     command's start, fp32 references included)."""
-    import search.space
-    import search.sweep
-
     overrides = [*dataset_overrides(dataset, workdir), f"space={space}", f"study.timeout={budget}",
                  *MODES[mode], *extra]
     if space == "compress_only":
         overrides += ["model.hidden=[300,100]", "model.width=1.0"]
-    original = search.space.parse_space
-    if mode == "tpe_before":
-        search.space.parse_space = search.sweep.parse_space = _without_new_keys(original)
-    try:
+    with space_without(NEW_SPACE_KEYS if mode == "tpe_before" else ()):
         study = run_study(mode, seed, 10000, folds, workdir, overrides)
-    finally:
-        search.space.parse_space = original
     study.update(mode=mode, dataset=dataset, space=space)
     return study
 

@@ -36,16 +36,11 @@ def _sweep_args(data: str, seconds: float, folder: Path) -> list[str]:
 
 def _fixed_finetune_main(argv: list[str]) -> int:
     """Child: ``search.sweep`` with the fine-tune keys taken out of the space."""
-    import search.space
     import search.sweep
+    from benchmarks._config import space_without
 
-    original = search.space.parse_space
-
-    def parse(space_cfg):
-        return [p for p in original(space_cfg) if p.key not in FINETUNE_KEYS]
-
-    search.space.parse_space = search.sweep.parse_space = parse
-    return search.sweep.main(argv)
+    with space_without(FINETUNE_KEYS):
+        return search.sweep.main(argv)
 
 
 def throughput(folder: Path) -> dict:
