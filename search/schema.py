@@ -401,9 +401,17 @@ def _side_bits(v: int) -> str | None:
     return None if v in options.SIDE_BITS else _SIDE_BITS_TEXT
 
 
+class Distill(Block):
+    weight: Num(0, 1) = Field(0.0, description="share of the fine-tune loss that follows the fp32 base model's softened "
+                                               "outputs (knowledge distillation, classifiers); 0 = off")
+    temperature: Num(0, lo_open=True, f32=True) = Field(
+        4.0, description="distillation: both models' logits are divided by it before the softmax")
+
+
 class Compress(Block):
     finetune_epochs: Int(0) = Field(5, description="fine-tune after compression (0 = none)")
     finetune_lr: Num(0, lo_open=True, null=True, f32=True) = Field(None, description="null = train.lr")
+    distill: Distill = Field(default_factory=Distill, description="knowledge distillation in the fine-tune")
     prune: Prune = Field(default_factory=Prune, description="weight pruning")
     neurons: Neurons = Field(default_factory=Neurons, description="neuron / channel pruning")
     quant: Quant = Field(default_factory=Quant, description="weight quantization")
@@ -616,6 +624,14 @@ def loss_model_problem(loss: Any, model: Any) -> Problem | None:
     return None
 
 
+def distill_model_problem(weight: Any, model: Any) -> Problem | None:
+    """Distillation matches class scores; a ranking model trains on its own next-item loss over the catalogue."""
+    if isinstance(weight, (int, float)) and weight > 0 and model in RANKING_MODELS:
+        return Problem("compress.distill.weight", f"must be 0 for model.name={model} (distillation is for "
+                                                  f"classifiers; a ranker fine-tunes on its next-item loss)")
+    return None
+
+
 def scheme_bits_problem(scheme: Any, bits: Any) -> Problem | None:
     """``compress.quant.bits`` must be a width the chosen scheme quantizes to (or 32 = off)."""
     spec = options.QUANT_SCHEMES.get(scheme) if isinstance(scheme, str) else None
@@ -659,6 +675,7 @@ CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule(("data.pca", "model.name"), pca_model_problem),
     CrossRule(("data.name", "model.name"), data_model_problem),
     CrossRule(("train.loss", "model.name"), loss_model_problem),
+    CrossRule(("compress.distill.weight", "model.name"), distill_model_problem),
     CrossRule(("compress.quant.scheme", "compress.quant.bits"), scheme_bits_problem),
 )
 
@@ -707,6 +724,8 @@ def markdown_table() -> str:
         rows.append(f"* `model={model}` reads {' or '.join(kinds)} data ({groups}{npz});")
     rows.append("* `data.pca` only with `model=mlp`, and at most as many components as features and training rows;")
     rows.append(f"* `train.loss=sampled` only with {' or '.join(f'`model={m}`' for m in RANKING_MODELS)} (ranking);")
+    rows.append(f"* `compress.distill.weight` > 0 not with {' or '.join(f'`model={m}`' for m in RANKING_MODELS)} "
+                f"(classifiers only);")
     rows.append("* `study.n_workers` > 1 needs `study.storage=journal:<file>` or a database (not SQLite);")
     rows.append("* `device=cuda` needs a CUDA device.")
     return "\n".join(rows)

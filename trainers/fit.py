@@ -8,21 +8,50 @@ loop).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainers.errors import InputError
 from trainers.options import DEFAULT_NEGATIVES, LOSSES, OPTIMIZERS
 
-__all__ = ["TrainingDiverged", "loss_options", "make_optimizer", "predict", "resolve_device", "seed_everything",
+__all__ = ["Distillation", "TrainingDiverged", "distillation_loss", "loss_options", "make_optimizer", "predict", "resolve_device", "seed_everything",
            "train"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the trial fails (and the study goes on)."""
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation (Hinton et al. 2015) in a training run: ``teacher`` (frozen, eval mode) scores
+    every batch and the loss becomes ``(1 - weight) * CE + weight * distillation_loss(...)``."""
+
+    teacher: nn.Module
+    weight: float
+    temperature: float
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over the batch.
+
+    The ``T^2`` keeps the gradient's scale independent of ``T`` (the soft targets' gradients shrink as 1/T^2),
+    so the weight between this term and the cross-entropy means the same at every temperature.
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0, -1.0]])
+        >>> float(distillation_loss(z, z, 4.0))
+        0.0
+    """
+    t = float(temperature)
+    log_student = F.log_softmax(student_logits / t, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / t, dim=-1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * (t * t)
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +106,7 @@ def train(
     lr: float | None = None,
     device: str = "auto",
     on_step: Callable[[int, int], None] | None = None,
+    distill: Distillation | None = None,
 ) -> dict[str, float]:
     """Minimize cross-entropy of ``model(X)`` against ``y`` with mini-batch ``train_cfg.optimizer``.
 
@@ -92,6 +122,9 @@ def train(
         seed: seeds the shuffling generator; the same seed gives the same model.
         epochs, lr: override ``train_cfg`` (the fine-tune uses its own).
         on_step: called as ``on_step(step, total_steps)`` before every optimizer step.
+        distill: a teacher whose softened outputs the model also learns (classifiers; the fine-tune after
+            compression with ``compress.distill.weight`` > 0). It draws no random numbers, so the batches are
+            the same with and without it.
 
     Returns:
         ``{"loss": last epoch's mean loss, "steps": number of optimizer steps}``.
@@ -105,14 +138,19 @@ def train(
     threads_before = torch.get_num_threads()
     torch.set_num_threads(int(train_cfg.get("threads", threads_before)))
     try:
-        return _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step)
+        return _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step, distill)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step) -> dict[str, float]:
+def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step, distill) -> dict[str, float]:
     batch_size = int(train_cfg["batch_size"])
     model.to(dev).train()
+    if distill is not None:
+        if hasattr(model, "training_loss"):
+            raise InputError("compress.distill.weight", f"must be 0 for {type(model).__name__}: distillation is "
+                                                        f"for classifiers")
+        distill.teacher.to(dev).eval().requires_grad_(False)
     optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"], lr,
                                float(train_cfg["weight_decay"]), float(train_cfg.get("momentum", 0.9)))
     loss_fn = nn.CrossEntropyLoss()
@@ -131,6 +169,12 @@ def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step) -> dict[
                 on_step(step, total)
             if hasattr(model, "training_loss"):
                 loss = model.training_loss(xb, yb, **loss_kwargs)
+            elif distill is not None:
+                logits = model(xb)
+                with torch.no_grad():
+                    soft = distill.teacher(xb)
+                loss = ((1.0 - distill.weight) * loss_fn(logits, yb)
+                        + distill.weight * distillation_loss(logits, soft, distill.temperature))
             else:
                 loss = loss_fn(model(xb), yb)
             if not torch.isfinite(loss):
@@ -143,6 +187,8 @@ def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step) -> dict[
             step += 1
         epoch_loss = running / n
     model.cpu().eval()
+    if distill is not None:
+        distill.teacher.cpu()
     return {"loss": epoch_loss, "steps": step}
 
 

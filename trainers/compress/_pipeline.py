@@ -27,7 +27,9 @@ What happens to which tensor:
 * the **fine-tune** (``compress.finetune_epochs``, lr ``compress.finetune_lr`` or ``train.lr``) trains
   through torch parametrizations ``w_eff = Q(w * mask) * mask`` (STE), so accuracy can recover; a
   ``gradual`` schedule raises sparsity along the Zhu & Gupta curve over the first 75% of fine-tune steps
-  (with no fine-tune it is one-shot).
+  (with no fine-tune it is one-shot). With ``compress.distill.weight`` > 0 (classifiers) the fp32 model as it
+  was before compression teaches: the loss mixes the labels' cross-entropy with the match to its softened
+  outputs (:func:`trainers.fit.distillation_loss`), which lets smaller nets recover more of its accuracy.
 * finally each weight (or factor) is encoded (:class:`~trainers.compress.quantize.Encoded`) and the layer's
   weight replaced by its decoded value (a factored table: ``Factored.decode()``, the product the loader
   computes), so the in-memory model equals what the artifact will load.
@@ -35,6 +37,7 @@ What happens to which tensor:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -48,7 +51,7 @@ from trainers.compress.lowrank import Factored, LowRank, check_rank, factorize, 
 from trainers.compress.neurons import prune_neurons
 from trainers.compress.prune import Pruner, zhu_gupta_sparsity
 from trainers.compress.quantize import Encoded, Float32, Quantizer, make_quantizer, to_side_precision
-from trainers.fit import train
+from trainers.fit import Distillation, train
 
 __all__ = ["COMPRESSIBLE", "CompressionReport", "compress", "compressible_layers"]
 
@@ -102,10 +105,21 @@ class CompressionReport:
     encodings: dict[str, Encoded | Factored] = field(default_factory=dict)
 
 
+def _distillation(net: nn.Module, compress_cfg: Mapping[str, Any]) -> Distillation | None:
+    """A frozen copy of the fp32 ``net`` as the fine-tune's teacher when ``compress.distill.weight`` > 0 and
+    there is a fine-tune; else None."""
+    cfg = compress_cfg.get("distill") or {}
+    weight = float(cfg.get("weight", 0.0))
+    if weight <= 0 or int(compress_cfg.get("finetune_epochs", 0)) <= 0:
+        return None
+    return Distillation(copy.deepcopy(net).eval().requires_grad_(False), weight, float(cfg.get("temperature", 4.0)))
+
+
 def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Mapping[str, Any],
              train_cfg: Mapping[str, Any], seed: int, device: str = "auto") -> CompressionReport:
     """Compress ``net`` in place (see the module docstring); returns what was done and the encodings."""
     report = CompressionReport()
+    distill = _distillation(net, compress_cfg)       # the teacher is the fp32 model before anything is removed
     neurons = compress_cfg.get("neurons", {})
     if float(neurons.get("ratio", 0.0)) > 0:
         report.units_kept = prune_neurons(net, X, float(neurons["ratio"]), neurons.get("importance", "mean_abs"))
@@ -163,7 +177,8 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
                     for p, new in zip(params, pruner.masks(raw(), target, previous=current)):
                         p.mask.copy_(new.float().to(p.mask.device))
 
-            train(net, X, y, train_cfg, seed + 1, epochs=epochs, lr=float(lr), device=device, on_step=on_step)
+            train(net, X, y, train_cfg, seed + 1, epochs=epochs, lr=float(lr), device=device, on_step=on_step,
+                  distill=distill)
             if gradual and ratio > 0:  # make sure the final sparsity is exactly the requested one
                 for p, new in zip(params, pruner.masks(raw(), ratio, previous=[p.mask.bool() for p in params])):
                     p.mask.copy_(new.float())
