@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search import names
-from search.shrink import Candidate, children, next_child, parents, signature
+from search.shrink import Candidate, children, longer_finetune, next_child, parents, signature
 from tests.test_sweep import load_study, runs, sweep
 
 DISTRIBUTIONS = {
@@ -64,6 +64,51 @@ def test_next_child_skips_tried_children_and_falls_back_to_the_next_parent():
     assert next_child([small], DISTRIBUTIONS, 0.99, 0.005, set(), random.Random(1)) is None   # none within tolerance
 
 
+def test_categorical_moves_one_grid_per_tensor_and_ternary_below_2_bit_uniform():
+    space = {**DISTRIBUTIONS, "compress.quant.scheme": CategoricalDistribution(["none", "uniform", "ternary"]),
+             "compress.quant.granularity": CategoricalDistribution(["channel", "tensor"])}
+    params = {**PARAMS, "compress.quant.granularity": "channel"}
+    moves = dict(children(Candidate(0, 0.97, 1000, params), space, random.Random(0)))
+    assert moves["compress.quant.granularity tensor"]["compress.quant.granularity"] == "tensor"
+    assert "compress.quant.scheme ternary" not in moves                   # 3 bits: one bit fewer comes first
+    two_bits = {**params, "compress.quant.bits": 2, "compress.quant.granularity": "tensor"}
+    moves = dict(children(Candidate(0, 0.97, 1000, two_bits), space, random.Random(0)))
+    assert moves["compress.quant.scheme ternary"]["compress.quant.scheme"] == "ternary"
+    assert "compress.quant.granularity tensor" not in moves               # already one grid per tensor
+    # a space without ternary offers no such move
+    moves = dict(children(Candidate(0, 0.97, 1000, two_bits), DISTRIBUTIONS, random.Random(0)))
+    assert "compress.quant.scheme ternary" not in moves
+
+
+EPOCHS = {**DISTRIBUTIONS, "compress.finetune_epochs": IntDistribution(1, 60, log=True)}
+
+
+def test_longer_finetune_doubles_the_epochs_within_the_space():
+    assert longer_finetune({**PARAMS, "compress.finetune_epochs": 20}, EPOCHS)["compress.finetune_epochs"] == 40
+    assert longer_finetune({**PARAMS, "compress.finetune_epochs": 40}, EPOCHS)["compress.finetune_epochs"] == 60
+    assert longer_finetune({**PARAMS, "compress.finetune_epochs": 60}, EPOCHS) is None
+    assert longer_finetune(PARAMS, EPOCHS) is None                        # not sampled: nothing to change
+
+
+def test_a_narrow_miss_is_retried_once_with_twice_the_finetune():
+    parent = Candidate(0, 0.972, 1000, {"compress.neurons.ratio": 0.6, "compress.finetune_epochs": 20})
+    space = {k: EPOCHS[k] for k in parent.params}
+    child = {**parent.params, "compress.neurons.ratio": pytest.approx(0.7)}
+
+    def step(child_accuracy: float, tried_extra=()):
+        done = Candidate(1, child_accuracy, 800, {**parent.params, "compress.neurons.ratio": 0.7})
+        other = {**parent.params, "compress.neurons.ratio": 0.65}          # the +0.05 move, tried and good
+        tried = {signature(parent.params), signature(done.params), signature(other), *tried_extra}
+        return next_child([parent, done], space, 0.972, 0.005, tried, random.Random(0))
+
+    # missed by 1 pt (tolerance 0.5 pt; band 3 tolerances): the same child with 40 epochs
+    _, move, params = step(0.962)
+    assert params == {**child, "compress.finetune_epochs": 40} and move.endswith("fine-tune x2")
+    assert step(0.940) is None                                            # missed by far: not retried
+    retried = {"compress.neurons.ratio": 0.7, "compress.finetune_epochs": 40}
+    assert step(0.962, [signature(retried)]) is None                      # once only
+
+
 @pytest.mark.slow
 def test_a_shrink_step_runs_the_smallest_good_trial_with_one_knob_pushed(tmp_path):
     study = optuna.create_study(study_name="shr", storage=f"sqlite:///{tmp_path}/optuna.db",
@@ -79,8 +124,9 @@ def test_a_shrink_step_runs_the_smallest_good_trial_with_one_knob_pushed(tmp_pat
     changed = {k for k in first.params if second.params[k] != first.params[k]}
     assert len(changed) == 1 and set(second.params) == set(first.params)
     (key,) = changed
-    assert (second.params[key] < first.params[key]) if key == "compress.quant.bits" else \
-        (second.params[key] > first.params[key])
+    smaller = {"compress.quant.bits": lambda old, new: new < old,
+               "compress.quant.granularity": lambda old, new: (old, new) == ("channel", "tensor")}
+    assert smaller.get(key, lambda old, new: new > old)(first.params[key], second.params[key])
     by_number = {int(r.data.tags[names.TRIAL_NUMBER]): r for r in runs(tmp_path, "trial")}
     assert by_number[1].data.tags[names.SHRINK_OF] == "0" and names.SHRINK_OF not in by_number[0].data.tags
 
