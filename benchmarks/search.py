@@ -12,8 +12,10 @@ training) into a temporary folder and records, from the study:
 * ``best_ratio_at_0.5pt``: highest compression ratio among trials within 0.5 accuracy points of the fp32
   reference (CV accuracy);
 * ``best_speedup_at_1pt``: highest latency speedup within 1 point;
-* ``hypervolume``: of (accuracy, size / reference size, latency / reference latency), reference point
-  (0, 1.5, 1.5) — the same normalisation and point for every study (the first study's reference values);
+* ``hypervolume``: of (accuracy, log2 of size / reference size, log2 of latency / reference latency), reference
+  point (0, log2 1.5, log2 1.5) — the same normalisation and point for every study (the first study's reference
+  values), as the study summary computes it (search.report.hypervolume_of); ``hypervolume_linear``: the same on
+  linear size and latency axes, reference point (0, 1.5, 1.5), as this benchmark reported it before;
 * ``overhead_share``: share of trial wall time outside training, packing and evaluation (sampling, storage,
   MLflow logging): ``1 - sum(folds * (fit_seconds + pack_seconds + eval_seconds)) / sum(trial_seconds)``.
 """
@@ -90,6 +92,8 @@ def summarize(study: dict, reference: dict, folds: int) -> dict:
         "reference_latency_ms": study["reference"][names.LATENCY_MS],
         "best_ratio_at_0.5pt": best_ratio, "best_speedup_at_1pt": best_speedup,
         "hypervolume": hypervolume_of(study["rows"], [names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS], reference),
+        "hypervolume_linear": hypervolume_of(study["rows"], [names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS],
+                                             reference, log_minimized=False),
         "overhead_share": (1 - work / wall) if wall else None,
         "n_pareto": sum(r.pareto for r in study["rows"]),
         "best_ratio_trial_params": best.params if best else None,
@@ -234,6 +238,7 @@ def wallclock(args, extra: list[str]) -> None:
                                    n_pruned=sum(r.state == "PRUNED" for r in rows),
                                    trials_per_minute=sum(r.state in ("COMPLETE", "PRUNED") for r in rows) / minutes,
                                    hypervolume=hypervolume_of(rows, objectives, reference),
+                                   hypervolume_linear=hypervolume_of(rows, objectives, reference, log_minimized=False),
                                    wrong_prunes=full_cv_of_pruned(study["name"], Path(tmp), rows, objectives)
                                    if args.check_prunes else None)
                         results.append(row)
@@ -263,6 +268,7 @@ def wallclock_summary(results: list[dict]) -> dict:
                     "best_ratio_at_0.5pt": mean([r["best_ratio_at_0.5pt"] or 0.0 for r in rs]),
                     "best_speedup_at_1pt": mean([r["best_speedup_at_1pt"] or 0.0 for r in rs]),
                     "hypervolume": mean([r["hypervolume"] for r in rs]),
+                    "hypervolume_linear": mean([r["hypervolume_linear"] for r in rs]),
                     "trials_per_minute": mean([r["trials_per_minute"] for r in rs]),
                     # None when the run did not re-check its pruned trials (--check-prunes): not measured, not 0
                     "wrong_prunes": (None if all(r["wrong_prunes"] is None for r in rs)
@@ -279,6 +285,8 @@ def wallclock_summary(results: list[dict]) -> dict:
                                                   / cell["recipes"]["best_ratio_at_0.5pt"])
         if "default" in cell and "random" in cell and cell["random"]["hypervolume"]:
             cell["default_over_random_hypervolume"] = cell["default"]["hypervolume"] / cell["random"]["hypervolume"]
+            cell["default_over_random_hypervolume_linear"] = (cell["default"]["hypervolume_linear"]
+                                                              / cell["random"]["hypervolume_linear"])
         if "default" in cell and "tpe_before" in cell and cell["tpe_before"]["trials_per_minute"]:
             cell["default_over_before_trials_per_minute"] = (cell["default"]["trials_per_minute"]
                                                              / cell["tpe_before"]["trials_per_minute"])

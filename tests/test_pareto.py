@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import time
 
@@ -421,3 +422,27 @@ def test_an_empty_front_says_why():
     assert "all 3 completed trials break a constraint" in pareto_table(infeasible)
     failed = [TrialRow(number=0, state="FAIL", run_id=None), TrialRow(number=1, state="PRUNED", run_id=None)]
     assert "no trial completed — 1 FAIL, 1 PRUNED" in pareto_table(failed)
+
+
+# --- the study's hypervolume (search.report.hypervolume_of_values) ------------------------------------
+
+
+def test_study_hypervolume_counts_halvings_of_size_and_latency():
+    from search.report import hypervolume_of_values
+
+    ref = {"accuracy": 0.9, "size_bytes": 1000.0, "latency_ms": 0.2}
+    objectives = ["accuracy", "size_bytes", "latency_ms"]
+    one = [[0.9, 250.0, 0.1]]                          # a quarter of the size, half the latency
+    expected = 0.9 * (math.log2(1.5) + 2) * (math.log2(1.5) + 1)
+    assert hypervolume_of_values(one, objectives, ref) == pytest.approx(expected)
+    assert hypervolume_of_values(one, objectives, ref, log_minimized=False) == pytest.approx(0.9 * 1.25 * 1.0)
+    # 20x and 100x smaller at the same accuracy: the log axis tells them apart, the linear one hardly
+    small, tiny = [[0.9, 50.0, 0.2]], [[0.9, 10.0, 0.2]]
+    log_gain = hypervolume_of_values(tiny, objectives, ref) / hypervolume_of_values(small, objectives, ref)
+    linear_gain = (hypervolume_of_values(tiny, objectives, ref, log_minimized=False)
+                   / hypervolume_of_values(small, objectives, ref, log_minimized=False))
+    assert log_gain > 1.3 and linear_gain < 1.03
+    # beyond 1.5x the reference, or without a positive size, a point adds nothing
+    assert hypervolume_of_values([[0.9, 1600.0, 0.1]], objectives, ref) == 0.0
+    assert hypervolume_of_values([[0.9, 0.0, 0.1]], objectives, ref) == 0.0
+    assert hypervolume_of_values(np.empty((0, 3)), objectives, ref) == 0.0
