@@ -20,6 +20,7 @@ import torch
 
 from trainers import artifact
 from trainers.artifact import FORMAT_VERSION, READS_VERSIONS, ArtifactError
+from trainers.bitpack import index_bits, pack_bits
 from trainers.compress import compress
 from trainers.data import Preprocessor, load_dataset
 from trainers.errors import InputError
@@ -29,6 +30,9 @@ from trainers.models import CNN, MLP, Pipeline, Preprocess
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CFG = {"optimizer": "adam", "lr": 0.003, "weight_decay": 0.0, "epochs": 2, "batch_size": 64, "threads": 1}
 PREAMBLE = 20
+#: preprocessing statistics: float16 where they fit, whatever ``compress.side_bits``
+#: (trainers/models/preprocess.py)
+PREPROCESS = {"preprocess.mean", "preprocess.scale", "preprocess.pca_components", "preprocess.pca_mean"}
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +150,10 @@ def test_unpack_of_bytes_names_the_given_source() -> None:
 def test_preamble_fields_describe_the_payload(saved) -> None:
     data = saved.read_bytes()
     magic, version, codec, reserved, length, crc = struct.unpack_from("<4sHBBQI", data)
-    half = any("floats" in e for e in artifact.read_header(saved)["tensors"])
-    assert (magic, version, codec, reserved) == (b"SQZM", FORMAT_VERSION if half else 1, 2, 0)
+    tensors = artifact.read_header(saved)["tensors"]
+    expected = (3 if any(e["layout"] == "gaps" for e in tensors)
+                else 2 if any("floats" in e for e in tensors) else 1)
+    assert (magic, version, codec, reserved) == (b"SQZM", expected, 2, 0)
     assert length == len(data) - PREAMBLE
     assert crc == zlib.crc32(data[PREAMBLE:])
 
@@ -273,7 +279,7 @@ def test_16_bit_side_information_is_stored_as_float16_and_loads_bit_exactly(side
         assert weight["floats"] == "f16"
         assert weight["blobs"]["scale"][1] == weight["blobs"]["offset"][1] == 2 * weight["shape"][0]
         assert bias["floats"] == "f16" and bias["blobs"]["codes"][1] == 2 * bias["shape"][0]
-    assert "floats" not in entries["preprocess.mean"]              # not rounded by the compressor: float32
+    assert entries["preprocess.mean"]["floats"] == "f16"          # rounded when built (see PREPROCESS)
     loaded = artifact.unpack(data)
     X = torch.from_numpy(digits[0])
     with torch.no_grad():
@@ -281,15 +287,19 @@ def test_16_bit_side_information_is_stored_as_float16_and_loads_bit_exactly(side
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
     assert artifact.pack(loaded) == data
-    assert struct.unpack_from("<H", data, 4)[0] == FORMAT_VERSION == 2   # an older reader refuses it by version
-    assert struct.unpack_from("<H", artifact.pack(side_models[32]), 4)[0] == 1   # no float16: read by any reader
+    assert all(e["layout"] in ("dense", "bitmap") for e in _header(data)["tensors"])   # 50 % kept: bitmaps
+    assert struct.unpack_from("<H", data, 4)[0] == 2              # a version-1 reader refuses it by version
+    plain = artifact.pack(side_models[32])           # side_bits=32: float32 network tensors, preprocessing f16
+    assert {e["name"] for e in _header(plain)["tensors"] if "floats" in e} <= PREPROCESS
+    assert struct.unpack_from("<H", plain, 4)[0] == 2
 
 
 def test_16_bit_side_information_makes_the_file_smaller(side_models) -> None:
     sizes = {bits: len(artifact.pack(m)) for bits, m in side_models.items()}
     per_channel = sum(3 * 2 * n for n in (24, 12, 10))             # scale + offset + bias, 2 bytes saved each
     assert sizes[16] < sizes[32] - per_channel // 2, sizes
-    assert all("floats" not in e for e in _header(artifact.pack(side_models[32]))["tensors"])
+    assert all("floats" not in e for e in _header(artifact.pack(side_models[32]))["tensors"]
+               if e["name"] not in PREPROCESS)
 
 
 def _as_float32_file(data: bytes) -> bytes:
@@ -338,3 +348,87 @@ def test_a_float_tensor_is_stored_float16_only_when_that_is_lossless(model, digi
     assert entry.get("floats", "f32") == dtype
     assert entry["blobs"]["codes"][1] == (2 if dtype == "f16" else 4) * 10
     assert torch.equal(artifact.unpack(data).net.layers[2].bias, bias)
+
+
+# ---------------------------------------------------------------- the gaps mask layout (version 3)
+
+
+def _old_encode_mask(mask: np.ndarray) -> tuple[str, bytes]:
+    """The mask writer of format version 2: ``indices`` when strictly smaller than the bitmap, else bitmap."""
+    mask = np.asarray(mask, dtype=bool).ravel()
+    bitmap = np.packbits(mask, bitorder="little").tobytes()
+    positions = np.flatnonzero(mask)
+    if math.ceil(positions.size * index_bits(mask.size) / 8) < len(bitmap):
+        return "indices", pack_bits(positions, index_bits(mask.size))
+    return "bitmap", bitmap
+
+
+def _pre_gaps_version(data: bytes) -> int:
+    """The version the version-2 writer gave a file: 2 with float16 blobs or a factored table, else 1."""
+    tensors = _header(data)["tensors"]
+    return 2 if any("floats" in e or e["scheme"] == "lowrank" for e in tensors) else 1
+
+
+@pytest.fixture(scope="module")
+def sparse_model(digits) -> Pipeline:
+    """90 % of the weights pruned, 2-bit codes: every mask is small enough for the gaps layout."""
+    torch.manual_seed(0)
+    cfg = {"finetune_epochs": 1, "prune": {"ratio": 0.9}, "quant": {"scheme": "uniform", "bits": 2}}
+    return _model(*digits, MLP(64, [24, 12], 10), cfg)
+
+
+def test_a_file_with_a_gaps_mask_is_version_3_and_loads_bit_exactly(sparse_model, digits) -> None:
+    data = artifact.pack(sparse_model)
+    weights = [e for e in _header(data)["tensors"] if e["name"].endswith("weight")]
+    assert [e["layout"] for e in weights] == ["gaps"] * 3
+    assert struct.unpack_from("<H", data, 4)[0] == FORMAT_VERSION == 3
+    assert READS_VERSIONS == (1, 2, 3)
+    loaded = artifact.unpack(data)
+    X = torch.from_numpy(digits[0])
+    with torch.no_grad():
+        assert torch.equal(loaded(X), sparse_model(X))
+    for name, tensor in sparse_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    for name, enc in sparse_model.encodings.items():
+        assert torch.equal(loaded.encodings[name].mask, enc.mask), name
+    assert artifact.pack(loaded) == data                             # packing a loaded model: the same bytes
+
+
+def test_gaps_masks_make_the_file_smaller_than_the_version_2_writer(sparse_model, monkeypatch) -> None:
+    data = artifact.pack(sparse_model)
+    monkeypatch.setattr(artifact, "encode_mask", _old_encode_mask)
+    old = artifact.pack(sparse_model)
+    assert struct.unpack_from("<H", old, 4)[0] == _pre_gaps_version(old)     # without gaps: version 1 or 2
+    assert len(data) < len(old), (len(data), len(old))
+
+
+def test_a_file_without_gaps_masks_is_written_byte_for_byte_as_before(model, monkeypatch) -> None:
+    data = artifact.pack(model)                                      # 50 % pruned: bitmaps win
+    assert all(e["layout"] != "gaps" for e in _header(data)["tensors"])
+    assert struct.unpack_from("<H", data, 4)[0] == _pre_gaps_version(data)
+    monkeypatch.setattr(artifact, "encode_mask", _old_encode_mask)
+    assert artifact.pack(model) == data
+
+
+def test_a_version_2_reader_refuses_a_version_3_file(sparse_model, tmp_path, monkeypatch) -> None:
+    path = tmp_path / "gaps.sqz"
+    artifact.save(sparse_model, path)
+    monkeypatch.setattr(artifact, "READS_VERSIONS", (1, 2))
+    msg = str(_load_error(path))
+    assert "format version 3 is not supported" in msg and "(reads versions 1, 2)" in msg
+    with pytest.raises(ArtifactError, match="format version 3"):
+        artifact.read_header(path)
+
+
+def test_gaps_in_a_factor_of_a_lowrank_table_makes_the_file_version_3() -> None:
+    def entry(layout: str) -> dict:
+        return {"scheme": "uniform", "layout": layout, "blobs": {}}
+
+    lowrank = {"name": "net.item_emb.weight", "scheme": "lowrank",
+               "factors": {"a": entry("bitmap"), "b": entry("gaps")}}
+    assert artifact._version([{"name": "w", **entry("dense")}, lowrank]) == 3
+    lowrank["factors"]["b"] = entry("indices")
+    assert artifact._version([lowrank]) == 2                         # a factored table alone: version 2
+    assert artifact._version([{"name": "w", **entry("gaps")}]) == 3
+    assert artifact._version([{"name": "w", **entry("bitmap"), "floats": "f16"}]) == 2
+    assert artifact._version([{"name": "w", **entry("indices")}]) == 1

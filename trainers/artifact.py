@@ -4,7 +4,7 @@ Layout (all integers little-endian; see docs/artifact-format.md for the full spe
 
     offset  size  field
     0       4     magic  b"SQZM"
-    4       2     format version (uint16, currently 1)
+    4       2     format version (uint16): 1, 2 or 3, the oldest that holds what the file uses
     6       1     codec of the payload: 0 none, 1 zlib, 2 lzma (raw LZMA2 stream, preset 9e)
     7       1     reserved (0)
     8       8     payload length in bytes, as stored (uint64)
@@ -15,9 +15,10 @@ Layout (all integers little-endian; see docs/artifact-format.md for the full spe
 
 The JSON header holds the architecture (``arch``: preprocessing + network spec; a user's model: its import
 path ``target`` and constructor ``kwargs``), a user's model's ``uncompressed_modules`` (layers kept fp32),
-free-form ``meta``, and one entry per tensor of the model's state dict, in order: its scheme, shape, bits, number of kept values,
-sparse layout (``dense``, ``bitmap`` or ``indices``) and the (offset, length) of its blobs (``mask``,
-``codes``, ``scale``, ``offset``) in the blob area. Codes are bit-packed (:mod:`trainers.bitpack`);
+free-form ``meta``, and one entry per tensor of the model's state dict, in order: its scheme, shape, bits,
+number of kept values, sparse layout (``dense``, ``bitmap``, ``indices`` or ``gaps``: Golomb-Rice coded runs;
+the smallest per tensor) and the (offset, length) of its blobs (``mask``, ``codes``, ``scale``, ``offset``)
+in the blob area. Codes are bit-packed (:mod:`trainers.bitpack`);
 an entry's float values - per-channel ``scale`` and ``offset``, and the values of an ``fp32`` tensor (biases,
 preprocessing statistics, fp32 weights) - are raw float16 when that is lossless for all of them (every value
 finite and unchanged by the float16 round trip; ``compress.side_bits=16`` makes side information and
@@ -25,7 +26,8 @@ quantized layers' biases so), else raw float32. The entry then says ``"floats": 
 version 2; absent means float32. A table factored by ``compress.lowrank.rank``
 (:class:`~trainers.compress.lowrank.Factored`) is one entry of scheme ``lowrank`` holding its two factors as
 nested entries (``"factors": {"a": ..., "b": ...}``), decoded as the product of the decoded factors; such a
-file is version 2 as well. A file with neither is written as version 1, as before.
+file is version 2 as well. A file with a mask in the ``gaps`` layout is version 3 (it may use the other
+version-2 features too). A file with none of these is written as version 1, as before.
 
 ``size_bytes`` of a model is ``len(pack(model))`` = the file's length. ``load`` decodes every tensor with
 :meth:`~trainers.compress.quantize.Encoded.decode`, the same function that produced the in-memory
@@ -63,11 +65,12 @@ __all__ = ["ALLOW_ENV", "FORMAT_VERSION", "READS_VERSIONS", "ArtifactError", "pa
            "uncompressed_modules"]
 
 MAGIC = b"SQZM"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: versions this reader reads: 1 = every float blob float32; 2 = an entry may say ``"floats": "f16"`` or be a
-#: factored table (scheme ``lowrank``). A file with neither is still written as version 1 (byte-identical to
-#: before), so older readers read it
-READS_VERSIONS = (1, 2)
+#: factored table (scheme ``lowrank``); 3 = a mask may also be in the ``gaps`` layout. Each file is written
+#: as the oldest version that holds what it uses (one without these features byte-identical to before), so
+#: older readers read what they can and refuse the rest by version
+READS_VERSIONS = (1, 2, 3)
 _PREAMBLE = struct.Struct("<4sHBBQI")           # magic, version, codec, reserved, payload length, crc32
 _CODECS = {"none": 0, "zlib": 1, "lzma": 2}
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -172,14 +175,29 @@ def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = Non
         head["uncompressed_modules"] = uncompressed
     header = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
     payload = _compress(struct.pack("<I", len(header)) + header + bytes(blobs), codec)
-    version = FORMAT_VERSION if any(map(_needs_version_2, tensors)) else 1   # an older reader refuses what it can't read
+    version = _version(tensors)                        # an older reader refuses what it can't read
     preamble = _PREAMBLE.pack(MAGIC, version, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
     return preamble + payload
+
+
+def _version(tensors: list[dict[str, Any]]) -> int:
+    """The oldest format version that reads every entry: 3 with a ``gaps`` mask, 2 with float16 blobs or a
+    factored table, else 1."""
+    if any(map(_needs_version_3, tensors)):
+        return 3
+    return 2 if any(map(_needs_version_2, tensors)) else 1
 
 
 def _needs_version_2(entry: dict[str, Any]) -> bool:
     """An entry a version-1 reader cannot read: float16 blobs, or a factored table."""
     return "floats" in entry or entry["scheme"] == Factored.scheme
+
+
+def _needs_version_3(entry: dict[str, Any]) -> bool:
+    """An entry a version-2 reader cannot read: a mask (of the entry or of a factor) in the ``gaps`` layout."""
+    if entry["scheme"] == Factored.scheme:
+        return any(map(_needs_version_3, entry["factors"].values()))
+    return entry["layout"] == "gaps"
 
 
 def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
