@@ -355,6 +355,44 @@ def test_uniform_fast_fake_equals_the_generic_encode_decode_path(shape, bits, cl
         assert torch.equal(q.fake(x, m), Quantizer.fake(q, x, m))
 
 
+@pytest.mark.parametrize("qs", [(0.0, 1.0), (0.03, 0.97), (0.0, 0.5, 0.9)])
+def test_channel_quantiles_of_an_unpruned_tensor_equal_the_masked_computation(qs) -> None:
+    """The no-pruning shortcut (no masking pass over the table, which the fine-tune runs every step) gives
+    exactly what the masked computation gives for the same kept values: here the same rows padded with a
+    pruned column, so only the masked path can answer."""
+    from trainers.compress.quantize import _channel_quantiles
+
+    w = _randn(50, 16, seed=7)
+    w[3] = 0.25                                                    # a constant row
+    w[4, ::2] = -0.0
+    padded = torch.cat([w, torch.full((50, 1), 99.0)], dim=1)
+    keep = torch.cat([torch.ones(50, 16, dtype=torch.bool), torch.zeros(50, 1, dtype=torch.bool)], dim=1)
+    fast = _channel_quantiles(w, torch.ones_like(w, dtype=torch.bool), qs)
+    masked = _channel_quantiles(padded, keep, qs)
+    assert all(torch.equal(a, b) for a, b in zip(fast, masked))
+    if qs[0] == 0.0:
+        assert torch.equal(fast[0], w.amin(1))
+
+
+@pytest.mark.parametrize("side_bits", [16, 32])
+def test_uniform_fake_of_an_unpruned_table_equals_the_masked_and_generic_paths(side_bits) -> None:
+    """The fine-tune's in-place fast path on a full mask (an embedding table without pruning) gives exactly
+    the generic ``decode(encode(w))`` path and the masked path on the same rows padded with a pruned column,
+    and keeps the straight-through gradient."""
+    from trainers.compress.quantize import Quantizer
+
+    w = (_randn(200, 8, seed=8) * 0.1).requires_grad_()
+    full = torch.ones(200, 8, dtype=torch.bool)
+    padded = torch.cat([w.detach(), torch.full((200, 1), 5.0)], dim=1)
+    keep = torch.cat([full, torch.zeros(200, 1, dtype=torch.bool)], dim=1)
+    q = Uniform(4, side_bits=side_bits)
+    out = q.fake(w, full)
+    assert torch.equal(out, Quantizer.fake(q, w, full))
+    assert torch.equal(out, q.fake(padded, keep)[:, :8])
+    out.sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+
+
 # ---------------------------------------------------------------- side information at 16 bits
 
 

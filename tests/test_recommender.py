@@ -555,3 +555,69 @@ def test_sampled_loss_config_validates_for_seqrec_only():
     validate_config(compose(["data=ecommerce", "model=seqrec", "train.loss=sampled", "train.negatives=64"]))
     with pytest.raises(InputError, match=r"^train.loss: must be full unless model.name is seqrec .*got 'sampled'"):
         validate_config(compose(["train.loss=sampled"]))                        # data=digits, model=mlp
+
+
+# ---------------------------------------------------------------- the fine-tune's cost: one table per step
+
+
+class _CountReads(torch.nn.Module):
+    """An identity parametrization that counts how often the weight it sits on is computed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return w
+
+
+@pytest.mark.parametrize("loss", [{}, {"loss": "sampled", "negatives": 8}], ids=["full", "sampled"])
+def test_training_loss_computes_a_parametrized_item_table_once(shop_rows, loss):
+    """The input embedding and the scores share one read of ``item_emb.weight``: during the compression
+    fine-tune that read is ``Q(w * mask) * mask`` over the whole table, and a second read doubled the cost of
+    a step at 20,000 items."""
+    from torch.nn.utils import parametrize
+
+    from trainers.fit import loss_options
+
+    X, y, _, _, n_classes = shop_rows
+    net = _new_seqrec(X, n_classes, seed=0)
+    counter = _CountReads()
+    parametrize.register_parametrization(net.item_emb, "weight", counter)
+    counter.calls = 0                                              # registering checks the parametrization once
+    kwargs = loss_options(net, {**TRAIN, **loss}, torch.Generator().manual_seed(0))
+    net.training_loss(X[:16], y[:16], **kwargs).backward()
+    assert counter.calls == 1
+    assert net.item_emb.parametrizations.weight.original.grad is not None
+
+
+@pytest.mark.parametrize("loss", [{}, {"loss": "sampled", "negatives": 8}], ids=["full", "sampled"])
+def test_finetune_quantizes_the_item_table_once_per_step(shop_rows, monkeypatch, loss):
+    """Through :func:`trainers.compress.compress`: during the fine-tune the uniform quantizer runs over the item
+    table exactly once per optimizer step."""
+    import trainers.compress._pipeline as pipeline
+    from trainers.compress.quantize import Uniform
+
+    X, y, _, _, n_classes = shop_rows
+    net = _new_seqrec(X, n_classes, seed=0)
+    table_shape = tuple(net.item_emb.weight.shape)
+    reads, finetune = [], {}
+    fake, train = Uniform.fake, pipeline.train
+
+    def counting_fake(self, w, mask=None):
+        if finetune and tuple(w.shape) == table_shape:
+            reads.append(1)
+        return fake(self, w, mask)
+
+    def counting_train(*args, **kwargs):
+        finetune["on"] = True
+        finetune.update(train(*args, **kwargs))
+        return finetune
+
+    monkeypatch.setattr(Uniform, "fake", counting_fake)
+    monkeypatch.setattr(pipeline, "train", counting_train)
+    pipeline.compress(net, X, y, {"finetune_epochs": 2, "quant": {"scheme": "uniform", "bits": 4}},
+                      {**TRAIN, **loss}, seed=0, device="cpu")
+    assert finetune["steps"] == 2 * math.ceil(len(X) / TRAIN["batch_size"])
+    assert len(reads) == finetune["steps"]

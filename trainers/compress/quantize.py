@@ -75,9 +75,8 @@ def to_side_precision(t: torch.Tensor, bits: int) -> torch.Tensor:
     if bits == 32:
         return t
     size = t.detach().abs()
-    nonzero = size[size != 0]
-    fits = bool(torch.isfinite(size).all()) and (
-        nonzero.numel() == 0 or (float(nonzero.min()) >= FP16_MIN_NORMAL and float(nonzero.max()) <= FP16_MAX))
+    # elementwise (no gather of the nonzero values: this runs in every fine-tune step); NaN fails every test
+    fits = bool(((size == 0) | ((size >= FP16_MIN_NORMAL) & (size <= FP16_MAX))).all())
     return t.to(torch.float16).to(torch.float32) if fits else t
 
 
@@ -172,20 +171,36 @@ def _per_granularity(stat, w: torch.Tensor, mask: torch.Tensor, granularity: str
     return [expand(t) for t in out] if isinstance(out, list) else expand(out)
 
 
+def _kept_or_inf(rows: torch.Tensor, keep: torch.Tensor, sign: float) -> torch.Tensor:
+    """``torch.where(keep, rows, sign * inf)`` (for rows that hold no NaN where pruned), computed as
+    ``maximum(rows, bound)`` (``sign = 1``) or ``minimum(rows, bound)`` (``sign = -1``) with ``bound`` =
+    ``-sign * inf`` where kept and ``sign * inf`` where pruned: the same values, but vectorized (``where`` with an
+    irregular pruning mask is a branchy kernel, ~20x the cost of an add, and this runs on the whole table of an
+    embedding in every fine-tune step)."""
+    bound = (~keep).to(rows.dtype).mul_(2).sub_(1).mul_(sign * math.inf)    # -sign*inf kept, sign*inf pruned
+    return torch.maximum(rows, bound) if sign > 0 else torch.minimum(rows, bound)
+
+
 def _channel_quantiles(w: torch.Tensor, mask: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
     """The ``q`` quantiles (linear interpolation, as ``torch.quantile``) of each channel's kept weights, for
     every ``q`` in ``qs``; ``q = 0`` / ``1`` give min / max. Vectorized (embedding tables have thousands of
     rows) and sorted once for all ``qs``; min and max need no sort at all. This runs in every forward pass
     of the fine-tune, so it is the hot path of compression."""
-    rows, keep, count = _rows(w, mask)
+    rows = w.reshape(w.shape[0], -1).to(torch.float32)
+    keep = mask.reshape(w.shape[0], -1).bool()
+    # nothing pruned (the common case): every channel is full and no masking pass over the table is needed; the
+    # values are the same as the masked path's
+    full = bool(keep.all())
+    count = torch.full((rows.shape[0],), rows.shape[1]) if full else keep.sum(1)
     out: list[torch.Tensor | None] = [None] * len(qs)
     for i, q in enumerate(qs):
         if q == 0.0:
-            out[i] = torch.where(count > 0, torch.where(keep, rows, torch.inf).amin(1), 0.0)
+            out[i] = rows.amin(1) if full else torch.where(count > 0, _kept_or_inf(rows, keep, 1.0).amin(1), 0.0)
         elif q == 1.0:
-            out[i] = torch.where(count > 0, torch.where(keep, rows, -torch.inf).amax(1), 0.0)
+            out[i] = rows.amax(1) if full else torch.where(count > 0, _kept_or_inf(rows, keep, -1.0).amax(1), 0.0)
     if any(v is None for v in out):
-        ordered = torch.sort(torch.where(keep, rows, torch.inf), dim=1).values   # kept values first, ascending
+        kept_first = rows if full else _kept_or_inf(rows, keep, 1.0)
+        ordered = torch.sort(kept_first, dim=1).values                             # kept values first, ascending
         for i, q in enumerate(qs):
             if out[i] is not None:
                 continue
@@ -355,8 +370,9 @@ class Uniform(Quantizer):
 
     def fake(self, w, mask=None):
         if not self.learn_step:
-            # decode(encode(w)) computed densely, without building an Encoded (the fine-tune's hot path):
-            # the same float32 operations per weight, so the values are identical
+            # decode(encode(w)) computed densely, without building an Encoded (the fine-tune's hot path; for an
+            # embedding it runs over the whole table every step): the same float32 operations per weight, so the
+            # values are identical, computed in place (one table-sized result instead of a temporary per operation)
             with torch.no_grad():
                 m = _flat_mask(w, mask).reshape(w.shape)
                 wd = w.detach().cpu().to(torch.float32)
@@ -365,8 +381,14 @@ class Uniform(Quantizer):
                 # materialized per weight, as encode/decode gather them (broadcast kernels may round differently)
                 offset = offset.view(shape).expand_as(wd).contiguous()
                 step = step.view(shape).expand_as(wd).contiguous()
-                codes = torch.clamp(torch.round((wd - offset) / step), 0, 2 ** self.bits - 1)
-                q = torch.where(m, offset + codes * step, 0.0).to(w.device)
+                q = (wd - offset).div_(step).round_().clamp_(0, 2 ** self.bits - 1)     # codes
+                q = q.mul_(step).add_(offset)                                         # offset + codes * step
+                if not bool(m.all()):
+                    # pruned positions to zero: a multiply rather than a (slow, branchy) masked fill; q is finite,
+                    # so this gives 0 (-0 for a negative q, which the straight-through sum below turns into the
+                    # same +0 as before)
+                    q.mul_(m)
+                q = q.to(w.device)
             return w + (q - w).detach()
         m = _flat_mask(w, mask).reshape(w.shape)
         self.prepare(w, mask)

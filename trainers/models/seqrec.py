@@ -155,12 +155,16 @@ class SeqRec(nn.Module):
         for emb in self.user_emb:
             nn.init.zeros_(emb.weight)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden state at every position: ``(B, C, L)`` events -> ``(B, T, D)``, ``T = min(L, max_len)``."""
+    def encode(self, x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden state at every position: ``(B, C, L)`` events -> ``(B, T, D)``, ``T = min(L, max_len)``.
+
+        ``table``: the item table ``item_emb.weight`` as the caller already read it (default: read it here).
+        """
         x = x[:, :, -self.max_len:]                                                 # (B, C, T)
         items, T = x[:, 0], x.shape[-1]
         real = items > 0                                                           # (B, T)
-        h = self.item_emb(items) * math.sqrt(self.item_emb.embedding_dim)
+        table = self.item_emb.weight if table is None else table                   # (n_items + 1, D)
+        h = F.embedding(items, table) * math.sqrt(self.item_emb.embedding_dim)
         for c, (emb, vocab) in enumerate(zip(self.side_emb, self.side_vocab), start=1):
             ids = x[:, c]
             h = h + emb(torch.where(ids <= vocab, ids, torch.zeros_like(ids)))      # unseen ids -> 0
@@ -197,7 +201,11 @@ class SeqRec(nn.Module):
         ``negatives=None``: full softmax over every item id. ``negatives=S``: sampled softmax against ``S``
         items drawn (from ``generator``) once for the batch, :func:`sampled_softmax_loss`.
         """
-        h = self.encode(x)                                                         # (B, T, D)
+        # the item table is read once and shared by the input embedding and the scores: during the compression
+        # fine-tune ``item_emb.weight`` is a parametrization, ``Q(w * mask) * mask`` over the whole table, which
+        # every read recomputes (the largest tensor of the model: reading it twice doubled the step's cost)
+        table = self.item_emb.weight                                               # (n_items + 1, D)
+        h = self.encode(x, table)                                                  # (B, T, D)
         u = self.user_state(x)
         if u is not None:
             h = h + u[:, None]
@@ -205,11 +213,10 @@ class SeqRec(nn.Module):
         targets = torch.cat([items[:, 1:], y[:, None]], dim=1)                     # (B, T) next item per position
         real = items > 0                                                           # no loss on padding
         if negatives is None:
-            logits = h[real] @ self.item_emb.weight.T                              # (events, n_items + 1)
+            logits = h[real] @ table.T                                             # (events, n_items + 1)
             return F.cross_entropy(logits, targets[real])
         h, targets = h[real], targets[real]                                        # (N, D), (N,)
         neg = draw_negatives(self.n_items, negatives, generator).to(h.device)      # (S,) shared by the batch
-        table = self.item_emb.weight                                               # (n_items + 1, D), read once
         pos_logits = (h * table[targets]).sum(-1)                                  # (N,)
         neg_logits = h @ table[neg].T                                              # (N, S)
         return sampled_softmax_loss(pos_logits, neg_logits, targets, neg)
