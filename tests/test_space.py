@@ -153,8 +153,15 @@ def test_real_spaces_parse_in_order(make_cfg, name):
     assert params_for_distributions(params) == {p.key: p.distribution for p in params}
 
 
-def test_all_three_spaces_exist():
-    assert SPACES == ["compress_only", "joint", "seqrec", "train_only"]
+def test_every_space_exists():
+    assert SPACES == ["compress_only", "joint", "seqrec", "seqrec_compress", "train_only"]
+
+
+def test_the_recommender_compression_space_samples_compression_keys_only():
+    """Its trials share one cached fp32 base: nothing that changes training or the architecture is searched."""
+    keys = {p.key for p in parse_space(OmegaConf.load(CONF / "space" / "seqrec_compress.yaml"))}
+    assert keys and all(k.startswith("compress.") for k in keys)
+    assert "compress.lowrank.rank" in keys
 
 
 # --- errors ----------------------------------------------------------------------------------------
