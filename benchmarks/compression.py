@@ -84,7 +84,7 @@ def payload_breakdown(path: Path) -> dict[str, int]:
     codec)."""
     data = path.read_bytes()
     header = artifact.read_header(path)
-    out = {"file": len(data), "header_json": len(json.dumps(header, separators=(",", ":"), sort_keys=True)),
+    out = {"file": len(data), "header_json": artifact.header_length(path),
            "preprocess": 0, "bias": 0, "codes": 0, "mask": 0, "per_channel": 0}
     for entry in header["tensors"]:
         blobs = [blob for part in stored_entries(entry) for blob in part["blobs"].items()]

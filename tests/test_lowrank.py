@@ -138,7 +138,7 @@ def test_a_factored_seqrec_round_trips_bit_exactly(shop, setting, tmp_path):
     assert torch.equal(model.net.item_emb.weight, enc.decode())       # in memory: the product the loader computes
 
     data = artifact.pack(model)
-    assert struct.unpack_from("<H", data, 4)[0] == 2                  # a version-1 reader refuses it cleanly
+    assert struct.unpack_from("<H", data, 4)[0] == 4                  # a reader of versions 1-3 refuses it cleanly
     loaded = artifact.unpack(data)
     X = torch.from_numpy(ds.X[test])
     with torch.no_grad():

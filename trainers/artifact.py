@@ -4,7 +4,7 @@ Layout (all integers little-endian; see docs/artifact-format.md for the full spe
 
     offset  size  field
     0       4     magic  b"SQZM"
-    4       2     format version (uint16): 1, 2 or 3, the oldest that holds what the file uses
+    4       2     format version (uint16): 4 for every file written now; this reader reads 1 to 4
     6       1     codec of the payload: 0 none, 1 zlib, 2 lzma (raw LZMA2 stream, preset 9e)
     7       1     reserved (0)
     8       8     payload length in bytes, as stored (uint64)
@@ -15,19 +15,27 @@ Layout (all integers little-endian; see docs/artifact-format.md for the full spe
 
 The JSON header holds the architecture (``arch``: preprocessing + network spec; a user's model: its import
 path ``target`` and constructor ``kwargs``), a user's model's ``uncompressed_modules`` (layers kept fp32),
-free-form ``meta``, and one entry per tensor of the model's state dict, in order: its scheme, shape, bits,
-number of kept values, sparse layout (``dense``, ``bitmap``, ``indices`` or ``gaps``: Golomb-Rice coded runs;
-the smallest per tensor) and the (offset, length) of its blobs (``mask``, ``codes``, ``scale``, ``offset``)
-in the blob area. Codes are bit-packed (:mod:`trainers.bitpack`);
-an entry's float values - per-channel ``scale`` and ``offset``, and the values of an ``fp32`` tensor (biases,
-preprocessing statistics, fp32 weights) - are raw float16 when that is lossless for all of them (every value
-finite and unchanged by the float16 round trip; ``compress.side_bits=16`` makes side information and
-quantized layers' biases so), else raw float32. The entry then says ``"floats": "f16"`` and the file is
-version 2; absent means float32. A table factored by ``compress.lowrank.rank``
+free-form ``meta``, and the tensor table ``tensors``: one entry per tensor of the model's state dict, in order,
+with its name, scheme, shape, code bits, number of kept values, sparse layout (``dense``, ``bitmap``,
+``indices`` or ``gaps``: Golomb-Rice coded runs; the smallest per tensor) and its blobs (``mask``, ``codes``,
+``scale``, ``offset``) in the blob area. Codes are bit-packed (:mod:`trainers.bitpack`); an entry's float
+values - per-channel ``scale`` and ``offset``, and the values of an ``fp32`` tensor (biases, preprocessing
+statistics, fp32 weights) - are raw float16 when that is lossless for all of them (every value finite and
+unchanged by the float16 round trip; ``compress.side_bits=16`` makes side information and quantized layers'
+biases so), else raw float32. A table factored by ``compress.lowrank.rank``
 (:class:`~trainers.compress.lowrank.Factored`) is one entry of scheme ``lowrank`` holding its two factors as
-nested entries (``"factors": {"a": ..., "b": ...}``), decoded as the product of the decoded factors; such a
-file is version 2 as well. A file with a mask in the ``gaps`` layout is version 3 (it may use the other
-version-2 features too). A file with none of these is written as version 1, as before.
+nested entries, decoded as the product of the decoded factors.
+
+Version 4 writes each table entry as one JSON array, ``[name, scheme, shape, <scheme's parameters>,
+<layout, n_kept (, mask bytes for gaps)> unless dense]`` (a factored table: ``[name, "lowrank", a, b]``), and
+no blob offsets or lengths: the blobs lie back to back in table order and every length follows from the
+entry (only a ``gaps`` mask states its own). That takes 150-185 bytes (6-10 %) off a 1.5-3 KB digits model,
+whose header was a third of the file. Versions 1-3 wrote each entry as a JSON object
+with ``[offset, length]`` per blob (version 2 added float16 blobs and factored tables, version 3 the ``gaps``
+layout), each file as the oldest version that held what it used. That rule ends with version 4: the compact
+table is used for every file, so every new file is version 4 and a reader of versions 1-3 refuses it by
+version. :func:`read_header` returns the same expanded form for every version, the version-1..3 object per
+tensor with its ``blobs`` as ``{key: [offset, length]}``, so no consumer of the header sees the difference.
 
 ``size_bytes`` of a model is ``len(pack(model))`` = the file's length. ``load`` decodes every tensor with
 :meth:`~trainers.compress.quantize.Encoded.decode`, the same function that produced the in-memory
@@ -36,7 +44,8 @@ weights, so the loaded model's outputs are bit-exact.
 A user's model (``arch.net.type == "custom"``) is rebuilt by importing its class: loading such a file runs
 code the file names, so :func:`load` refuses it unless the caller allows that module (``allow=["my_pkg"]``,
 or the environment variable ``SQUEEZE_ALLOW=my_pkg,other_pkg``). A process that built the model from its
-own config (``model._target_``) has chosen to run that code already and reads its own files back.
+own config (``model._target_``) has chosen to run that code already and reads its own files back. Reading the
+header never builds the model, so it imports nothing (the table names its tensors and their shapes).
 """
 
 from __future__ import annotations
@@ -54,23 +63,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.bitpack import decode_mask, encode_mask, pack_bits, unpack_bits
+from trainers.bitpack import decode_mask, encode_mask, index_bits, pack_bits, unpack_bits
 from trainers.compress.lowrank import Factored
 from trainers.compress.quantize import Encoded
 from trainers.errors import InputError
 from trainers.models import Pipeline, build_pipeline
 from trainers.models.custom import trusted_modules
 
-__all__ = ["ALLOW_ENV", "FORMAT_VERSION", "READS_VERSIONS", "ArtifactError", "pack", "unpack", "save", "load", "weight_stats", "read_header",
+__all__ = ["ALLOW_ENV", "FORMAT_VERSION", "READS_VERSIONS", "ArtifactError", "pack", "unpack", "save", "load", "weight_stats", "read_header", "header_length",
            "uncompressed_modules"]
 
 MAGIC = b"SQZM"
-FORMAT_VERSION = 3
+#: the version of every file :func:`pack` writes (the compact tensor table is used for all files)
+FORMAT_VERSION = 4
 #: versions this reader reads: 1 = every float blob float32; 2 = an entry may say ``"floats": "f16"`` or be a
-#: factored table (scheme ``lowrank``); 3 = a mask may also be in the ``gaps`` layout. Each file is written
-#: as the oldest version that holds what it uses (one without these features byte-identical to before), so
-#: older readers read what they can and refuse the rest by version
-READS_VERSIONS = (1, 2, 3)
+#: factored table (scheme ``lowrank``); 3 = a mask may also be in the ``gaps`` layout (1-3: one JSON object
+#: per tensor, blob offsets listed; each file was the oldest of these that held what it used); 4 = the compact
+#: tensor table (one JSON array per tensor, offsets implied), written for every file
+READS_VERSIONS = (1, 2, 3, 4)
 _PREAMBLE = struct.Struct("<4sHBBQI")           # magic, version, codec, reserved, payload length, crc32
 _CODECS = {"none": 0, "zlib": 1, "lzma": 2}
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -159,7 +169,8 @@ def _raw(t: torch.Tensor) -> Encoded:
 
 
 def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = None) -> bytes:
-    """The artifact bytes of ``model``: weights from ``model.encodings`` where present, fp32 otherwise."""
+    """The artifact bytes of ``model`` (format version 4): weights from ``model.encodings`` where present, fp32
+    otherwise."""
     blobs = bytearray()
     tensors = []
     state = model.state_dict()
@@ -169,38 +180,151 @@ def pack(model: Pipeline, codec: str = "lzma", meta: dict[str, Any] | None = Non
         tensor = state[name]
         enc = model.encodings.get(name) or _raw(tensor)
         tensors.append({"name": name, **_entry(enc, blobs)})
-    head: dict[str, Any] = {"arch": model.spec(), "meta": meta or {}, "tensors": tensors}
+    table = [[entry["name"], *_compact(entry)] for entry in tensors]
+    # the reader derives offsets and lengths from the table: it must give back exactly these entries
+    if _expand_table(table, len(blobs)) != tensors:
+        raise AssertionError("the compact tensor table does not describe the blobs it was written with")
+    head: dict[str, Any] = {"arch": model.spec(), "meta": meta or {}, "tensors": table}
     uncompressed = uncompressed_modules(model)
-    if uncompressed and model.spec()["net"]["type"] == "custom":   # built-in models' files stay byte-identical
+    if uncompressed and model.spec()["net"]["type"] == "custom":   # only a user's model has such layers
         head["uncompressed_modules"] = uncompressed
     header = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
     payload = _compress(struct.pack("<I", len(header)) + header + bytes(blobs), codec)
-    version = _version(tensors)                        # an older reader refuses what it can't read
-    preamble = _PREAMBLE.pack(MAGIC, version, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, _CODECS[codec], 0, len(payload), zlib.crc32(payload))
     return preamble + payload
 
 
-def _version(tensors: list[dict[str, Any]]) -> int:
-    """The oldest format version that reads every entry: 3 with a ``gaps`` mask, 2 with float16 blobs or a
-    factored table, else 1."""
-    if any(map(_needs_version_3, tensors)):
-        return 3
-    return 2 if any(map(_needs_version_2, tensors)) else 1
+# ---------------------------------------------------------------- the compact tensor table (version 4)
+# docs/artifact-format.md section 2.4.1. An expanded entry (what versions 1-3 stored and what read_header returns)
+# is {"scheme", "shape", "bits", "n_kept", "layout", "blobs": {key: [offset, length]}, ("frac_bits"),
+# ("floats")}, or for a factored table {"scheme": "lowrank", "shape", "rank", "factors": {"a", "b"}}.
+
+#: a stored entry's parameters after ``[scheme, shape]``, per scheme; ``floats`` = the width of its float
+#: blobs in bits (16 or 32)
+_PARAMS = {"fp32": ("floats",), "fixed_point": ("bits", "frac_bits"), "uniform": ("bits", "floats"),
+           "binary": ("floats",), "ternary": ("floats",)}
+#: ``bits`` of the schemes that do not store it
+_IMPLIED_BITS = {"fp32": 32, "binary": 1, "ternary": 1}
+#: the per-channel float blobs of each scheme (one float per index of ``shape[0]``), after ``codes``
+_PER_CHANNEL = {"fp32": (), "fixed_point": (), "uniform": ("scale", "offset"), "binary": ("scale",),
+                "ternary": ("scale",)}
+#: layout -> number of sparsity fields a stored entry ends with (``dense``: none)
+_SPARSITY = {"bitmap": 2, "indices": 2, "gaps": 3}
+_FLOAT_BITS = {"f32": 32, "f16": 16}
 
 
-def _needs_version_2(entry: dict[str, Any]) -> bool:
-    """An entry a version-1 reader cannot read: float16 blobs, or a factored table."""
-    return "floats" in entry or entry["scheme"] == Factored.scheme
-
-
-def _needs_version_3(entry: dict[str, Any]) -> bool:
-    """An entry a version-2 reader cannot read: a mask (of the entry or of a factor) in the ``gaps`` layout."""
+def _compact(entry: dict[str, Any]) -> list[Any]:
+    """The version-4 stored form of an expanded entry (its name aside): ``[scheme, shape, *params,
+    *sparsity]``, with sparsity ``[]`` (dense), ``[layout, n_kept]`` or ``["gaps", n_kept, mask bytes]``; a
+    factored table: ``["lowrank", a, b]``."""
     if entry["scheme"] == Factored.scheme:
-        return any(map(_needs_version_3, entry["factors"].values()))
-    return entry["layout"] == "gaps"
+        return [Factored.scheme, _compact(entry["factors"]["a"]), _compact(entry["factors"]["b"])]
+    values = {"bits": entry["bits"], "frac_bits": entry.get("frac_bits", 0),
+              "floats": _FLOAT_BITS[entry.get("floats", "f32")]}
+    out = [entry["scheme"], entry["shape"], *(values[p] for p in _PARAMS[entry["scheme"]])]
+    if entry["layout"] != "dense":
+        out += [entry["layout"], entry["n_kept"]]
+        if entry["layout"] == "gaps":                  # the one length the entry does not imply
+            out.append(entry["blobs"]["mask"][1])
+    return out
+
+
+class _Corrupt(Exception):
+    """A version-4 tensor table that is malformed or does not match its blob area (the message says where)."""
+
+
+def _int(value: Any, what: str, low: int | None = 0, high: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low) \
+            or (high is not None and value > high):
+        bounds = f"{'' if low is None else low}..{'' if high is None else high}"
+        raise _Corrupt(f"{what} must be an integer in {bounds}, got {value!r}")
+    return value
+
+
+def _expand_table(table: Any, area: int) -> list[dict[str, Any]]:
+    """The expanded entries of a version-4 tensor table whose blobs fill a blob area of ``area`` bytes."""
+    if not isinstance(table, list):
+        raise _Corrupt(f"'tensors' must be a list, got {type(table).__name__}")
+    out, offset = [], 0
+    for i, item in enumerate(table):
+        if not (isinstance(item, list) and len(item) >= 2 and isinstance(item[0], str)):
+            raise _Corrupt(f"tensor {i} must be [name, scheme, ...], got {json.dumps(item)[:80]}")
+        try:
+            entry, offset = _expand(item[1:], offset)
+        except _Corrupt as err:
+            raise _Corrupt(f"tensor {i} ({item[0]}): {err}") from None
+        out.append({"name": item[0], **entry})
+    if offset != area:
+        raise _Corrupt(f"its blobs take {offset} bytes, the blob area has {area}")
+    return out
+
+
+def _expand(stored: list[Any], offset: int) -> tuple[dict[str, Any], int]:
+    """The expanded entry of a stored one (its name aside) whose blobs start at ``offset``; and where they
+    end."""
+    scheme = stored[0]
+    if scheme == Factored.scheme:
+        if len(stored) != 3 or not all(isinstance(f, list) and f and f[0] != scheme for f in stored[1:]):
+            raise _Corrupt("a lowrank entry must be [name, 'lowrank', a, b] with two stored factors")
+        a, offset = _expand(stored[1], offset)
+        b, offset = _expand(stored[2], offset)
+        if len(a["shape"]) != 2 or len(b["shape"]) != 2 or a["shape"][1] != b["shape"][0]:
+            raise _Corrupt(f"factor shapes {a['shape']} and {b['shape']} do not multiply")
+        return {"scheme": scheme, "shape": [a["shape"][0], b["shape"][1]], "rank": a["shape"][1],
+                "factors": {"a": a, "b": b}}, offset
+    if not isinstance(scheme, str) or scheme not in _PARAMS:
+        raise _Corrupt(f"unknown scheme {scheme!r}")
+    params = _PARAMS[scheme]
+    head = 2 + len(params)
+    layout = stored[head] if len(stored) > head else "dense"
+    if len(stored) > head and (not isinstance(layout, str) or layout not in _SPARSITY):
+        raise _Corrupt(f"unknown layout {layout!r} (bitmap, indices or gaps; dense is written as nothing)")
+    if len(stored) != head + _SPARSITY.get(layout, 0):
+        raise _Corrupt(f"after its name, a {scheme} entry is [{scheme!r}, shape, {', '.join(params)}] then nothing "
+                       f"(dense), layout and n_kept, or 'gaps', n_kept and mask bytes; got {len(stored)} fields")
+    shape = stored[1]
+    if not (isinstance(shape, list) and shape):
+        raise _Corrupt(f"shape must be a non-empty list, got {shape!r}")
+    shape = [_int(n, "a dimension") for n in shape]
+    numel = math.prod(shape)
+    values = dict(zip(params, stored[2:head]))
+    bits = _int(values["bits"], "bits", 1, 32) if "bits" in values else _IMPLIED_BITS[scheme]
+    float_bytes = 0
+    if "floats" in values:
+        if _int(values["floats"], "the float width", 16, 32) not in (16, 32):
+            raise _Corrupt(f"the float width must be 16 or 32, got {values['floats']!r}")
+        float_bytes = values["floats"] // 8
+    n_kept = numel if layout == "dense" else _int(stored[head + 1], "n_kept", 0, numel)
+    entry: dict[str, Any] = {"scheme": scheme, "shape": shape, "bits": bits, "n_kept": n_kept, "layout": layout,
+                             "blobs": {}}
+    if frac_bits := _int(values.get("frac_bits", 0), "frac_bits", None):
+        entry["frac_bits"] = frac_bits
+    if float_bytes == 2:
+        entry["floats"] = "f16"
+    lengths = {}
+    if layout == "bitmap":
+        lengths["mask"] = math.ceil(numel / 8)
+    elif layout == "indices":
+        lengths["mask"] = math.ceil(n_kept * index_bits(numel) / 8)
+    elif layout == "gaps":
+        lengths["mask"] = _int(stored[head + 2], "the gaps mask's bytes", 1)
+    lengths["codes"] = n_kept * float_bytes if scheme == "fp32" else math.ceil(n_kept * bits / 8)
+    for key in _PER_CHANNEL[scheme]:
+        lengths[key] = shape[0] * float_bytes
+    for key, length in lengths.items():                # blobs back to back, in this order
+        entry["blobs"][key] = [offset, length]
+        offset += length
+    return entry, offset
 
 
 def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
+    """The header (its tensor table expanded, whatever the version) and the blob area of artifact bytes."""
+    version, payload = _payload(data, where)
+    return _parse(version, payload, where)
+
+
+def _payload(data: bytes, where: str) -> tuple[int, bytes]:
+    """The format version and the checked, decompressed payload (header length | header | blob area)."""
     if len(data) < _PREAMBLE.size:
         raise ArtifactError(where, f"truncated: {len(data)} bytes is shorter than the {_PREAMBLE.size}-byte preamble")
     magic, version, codec_id, _, length, crc = _PREAMBLE.unpack_from(data)
@@ -215,9 +339,29 @@ def _split(data: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     if zlib.crc32(stored) != crc:
         raise ArtifactError(where, "checksum mismatch: the file is corrupt")
     payload = _decompress(stored, codec_id, where)
+    if len(payload) < 4:
+        raise ArtifactError(where, f"payload of {len(payload)} bytes has no header length: the file is corrupt")
+    return version, payload
+
+
+def _parse(version: int, payload: bytes, where: str) -> tuple[dict[str, Any], memoryview]:
     (header_len,) = struct.unpack_from("<I", payload)
-    header = json.loads(payload[4:4 + header_len])
-    return header, memoryview(payload)[4 + header_len:]
+    if 4 + header_len > len(payload):
+        raise ArtifactError(where, f"header length {header_len} does not fit the {len(payload)}-byte payload: "
+                                   f"the file is corrupt")
+    try:
+        header = json.loads(bytes(payload[4:4 + header_len]))
+    except ValueError as err:                          # JSON or UTF-8 error
+        raise ArtifactError(where, f"header is not JSON ({err}): the file is corrupt") from None
+    if not isinstance(header, dict) or not {"arch", "tensors"} <= header.keys():
+        raise ArtifactError(where, "header is not an object with 'arch' and 'tensors': the file is corrupt")
+    blob = memoryview(payload)[4 + header_len:]
+    if version >= 4:
+        try:
+            header["tensors"] = _expand_table(header["tensors"], len(blob))
+        except _Corrupt as err:
+            raise ArtifactError(where, f"tensor table is corrupt ({err}): the file is corrupt") from None
+    return header, blob
 
 
 def _decode_entry(entry: dict[str, Any], blob: memoryview) -> Encoded | Factored:
@@ -246,6 +390,21 @@ def _decode_entry(entry: dict[str, Any], blob: memoryview) -> Encoded | Factored
         codes = torch.from_numpy(unpack_bits(get("codes"), bits, n_kept))
     per_channel = {k: floats(v) for k in ("scale", "offset") if (v := get(k)) is not None}
     return Encoded(entry["scheme"], shape, bits, mask, codes, frac_bits=entry.get("frac_bits", 0), **per_channel)
+
+
+def _check_matches(entries: list[dict[str, Any]], state: dict[str, torch.Tensor], where: str) -> None:
+    """The tensor table names every tensor of the model built from ``arch`` once, each with its number of
+    values (a 0-d tensor is stored as shape ``[1]``)."""
+    stored = {e["name"]: math.prod(e["shape"]) for e in entries}
+    problems = [f"{name} is missing" for name in state if name not in stored]
+    problems += [f"{name} is not in the model" for name in stored if name not in state]
+    problems += [f"{name} has {stored[name]} values, the model {t.numel()}" for name, t in state.items()
+                 if name in stored and stored[name] != t.numel()]
+    if len(stored) != len(entries):
+        problems.append("a name is listed twice")
+    if problems:
+        listed = "; ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise ArtifactError(where, f"tensor table does not match the architecture ({listed}): the file is corrupt")
 
 
 def uncompressed_modules(model: Pipeline) -> list[str]:
@@ -285,6 +444,7 @@ def unpack(data: bytes, where: str = "<bytes>", allow: Iterable[str] | None = No
     header, blob = _split(data, where)
     _check_allowed(header["arch"], allow, where)
     model = build_pipeline(header["arch"])
+    _check_matches(header["tensors"], model.state_dict(), where)
     state, encodings = {}, {}
     for entry in header["tensors"]:
         enc = _decode_entry(entry, blob)
@@ -300,6 +460,11 @@ def unpack(data: bytes, where: str = "<bytes>", allow: Iterable[str] | None = No
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON header of an artifact file (architecture, meta, tensor table) without building the model."""
     return _split(Path(path).read_bytes(), str(path))[0]
+
+
+def header_length(path: str | os.PathLike) -> int:
+    """Bytes of the header as stored in the (decompressed) payload: what :func:`read_header` expands."""
+    return struct.unpack_from("<I", _payload(Path(path).read_bytes(), str(path))[1])[0]
 
 
 def save(model: Pipeline, path: str | os.PathLike, codec: str = "lzma", meta: dict[str, Any] | None = None) -> int:
