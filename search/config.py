@@ -13,7 +13,8 @@ from typing import Any
 
 from trainers.errors import InputError
 
-__all__ = ["CONF_DIR", "coerce", "compose", "group_choices", "parse_key_values", "schema_type", "split_args"]
+__all__ = ["CONF_DIR", "coerce", "compose", "group_choices", "parse_key_values", "resolved", "schema_type",
+           "split_args"]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: a model's own search space, composed when the command line names no ``space=`` (the root default, joint,
@@ -27,6 +28,31 @@ def group_choices(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     """``{"data": ["breast_cancer", "csv", ...], "model": [...], "space": [...]}`` from the conf folders."""
     return {d.name: sorted(p.stem for p in d.glob("*.yaml"))
             for d in sorted(conf_dir.iterdir()) if d.is_dir() and d.name not in NOT_GROUPS}
+
+
+def resolved(cfg: Any) -> tuple[dict[str, Any], str]:
+    """``cfg`` (a DictConfig) resolved once, as a plain dict and as YAML text: the same dict as
+    ``OmegaConf.to_container(cfg, resolve=True)`` and the same text as ``OmegaConf.to_yaml(cfg, resolve=True)``,
+    which would resolve and convert the config a second time.
+
+    Example:
+        >>> from omegaconf import OmegaConf
+        >>> cfg, text = resolved(OmegaConf.create({"a": 1, "b": "${a}", "c": "yes"}))
+        >>> cfg
+        {'a': 1, 'b': 1, 'c': 'yes'}
+        >>> print(text, end="")
+        a: 1
+        b: 1
+        c: 'yes'
+    """
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf._utils import get_omega_conf_dumper
+
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # a YAML config holds no enums
+    text = yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False,
+                     Dumper=get_omega_conf_dumper())   # what OmegaConf.to_yaml does with its container
+    return container, text
 
 
 def split_args(argv: list[str]) -> list[str]:

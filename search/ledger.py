@@ -72,22 +72,23 @@ def _directions(objectives: Sequence[str]) -> list[str]:
 LATENCY_NOISE_ATTR = names.LATENCY_NOISE
 
 
-def latency_noise(study: Any) -> float:
-    """The study's latency noise floor (relative; 0 for a study that did not measure one)."""
-    return float(study.user_attrs.get(LATENCY_NOISE_ATTR) or 0.0)
+def latency_noise(study: Any, attrs: Mapping[str, Any] | None = None) -> float:
+    """The study's latency noise floor (relative; 0 for a study that did not measure one). ``attrs``: the study's
+    user attributes when the caller has read them already (each read of ``study.user_attrs`` is a storage read)."""
+    return float((study.user_attrs if attrs is None else attrs).get(LATENCY_NOISE_ATTR) or 0.0)
 
 
 #: study user attr: the fp32 reference's fold artifacts, [{path, runtime, latency_ms}, ...] by fold
 REFERENCE_ARTIFACTS_ATTR = "reference_artifacts"
 
 
-def reference_artifacts(study: Any) -> list[Any] | None:
+def reference_artifacts(study: Any, attrs: Mapping[str, Any] | None = None) -> list[Any] | None:
     """The study's reference artifacts (:class:`trainers.pipeline.ReferenceArtifact`, one per fold) that a
     trial's folds are timed against; None when the study has none (older studies) or a file is gone, so
-    trials fall back to unpaired latency."""
+    trials fall back to unpaired latency. ``attrs``: the study's user attributes when already read."""
     from pathlib import Path
 
-    refs = study.user_attrs.get(REFERENCE_ARTIFACTS_ATTR)
+    refs = (study.user_attrs if attrs is None else attrs).get(REFERENCE_ARTIFACTS_ATTR)
     if not refs or not all(Path(r["path"]).is_file() for r in refs):
         return None
     from trainers.pipeline import ReferenceArtifact  # torch-heavy: only where a trial runs

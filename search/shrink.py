@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 __all__ = ["SHRINK_ATTR", "MOVES", "Candidate", "parents", "children", "longer_finetune", "next_child", "signature"]
@@ -88,6 +89,12 @@ class Candidate:
     size: float
     params: Mapping[str, Any]
 
+    @cached_property
+    def key(self) -> tuple:
+        """:func:`signature` of its params, computed once (a worker keeps its candidates from one shrink step to
+        the next: search/finished.py)."""
+        return signature(self.params)
+
 
 def parents(candidates: Iterable[Candidate], reference_accuracy: float, tolerance: float) -> list[Candidate]:
     """The trials within ``tolerance`` of ``reference_accuracy``, smallest file first (ties: more accurate,
@@ -143,7 +150,7 @@ def next_child(candidates: Sequence[Candidate], distributions: Mapping[str, Any]
                tolerance: float, tried: set[tuple], rng: random.Random) -> tuple[Candidate, str, dict] | None:
     """``(parent, move name, child params)`` of the next shrink step, or ``None`` when no parent is within
     the tolerance or every child of every such parent was tried."""
-    finished = {signature(c.params): c.accuracy for c in candidates}
+    finished = {c.key: c.accuracy for c in candidates}
     near_miss = reference_accuracy - tolerance * (1.0 + RETRY_BAND)
     for parent in parents(candidates, reference_accuracy, tolerance):
         for move, params in children(parent, distributions, rng):

@@ -26,8 +26,8 @@ from search import names
 from trainers.errors import InputError
 
 __all__ = ["Tracker", "ensure_sqlite_store", "flatten", "sqlite_store_problem", "absolute_uri",
-           "default_artifact_location", "effective_bits", "trial_params", "trial_run_name", "experiment_url",
-           "ui_command", "human_size", "EXPERIMENT_KIND_TRAINING", "FOLD_COLUMNS"]
+           "default_artifact_location", "effective_bits", "fold_metrics", "trial_params", "trial_run_name",
+           "experiment_url", "ui_command", "human_size", "EXPERIMENT_KIND_TRAINING", "FOLD_COLUMNS"]
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 
@@ -334,6 +334,17 @@ def trial_run_name(number: int, cfg: Mapping[str, Any] | None = None, metrics: M
     return name + (" · stopped early" if state == "PRUNED" else "")
 
 
+def fold_metrics(rows: list[Mapping[str, float]]) -> dict[str, float]:
+    """The per-fold metrics of a trial run: each of :data:`FOLD_COLUMNS` once per fold, under its own name.
+
+    Example:
+        >>> fold_metrics([{"accuracy": 0.9, "size_bytes": 900.0}, {"accuracy": 0.8, "size_bytes": 800.0}])
+        {'accuracy/fold0': 0.9, 'size_bytes/fold0': 900.0, 'accuracy/fold1': 0.8, 'size_bytes/fold1': 800.0}
+    """
+    return {names.FOLD_METRIC.format(metric=m, fold=k): row[m] for k, row in enumerate(rows) for m in FOLD_COLUMNS
+            if m in row}
+
+
 def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
 
@@ -415,15 +426,30 @@ class Tracker:
     def log_folds(self, run_id: str, rows: list[Mapping[str, float]], runtimes: list[str] | None = None) -> None:
         """Per-fold values, so that no UI draws folds as time: :data:`FOLD_COLUMNS` as one metric per fold
         (``accuracy/fold0``, ``accuracy/fold1``, ...), and every value of every fold (with its runtime) as the
-        MLflow table ``folds.json``, shown as a table in the run's artifacts."""
-        import pandas as pd
+        MLflow table ``folds.json``, shown as a table in the run's artifacts. One write of the table and one
+        batch; a trial adds both to the batch of its other metrics (:func:`fold_metrics`,
+        :meth:`log_fold_table`)."""
+        self.log(run_id, metrics=fold_metrics(rows), tags=self.log_fold_table(run_id, rows, runtimes))
 
-        self.log(run_id, metrics={names.FOLD_METRIC.format(metric=m, fold=k): row[m]
-                                  for k, row in enumerate(rows) for m in FOLD_COLUMNS if m in row})
+    def log_fold_table(self, run_id: str, rows: list[Mapping[str, float]],
+                       runtimes: list[str] | None = None) -> dict[str, str]:
+        """Write every value of every fold (and its runtime) as the run's MLflow table ``folds.json``; returns the
+        run tag that shows it as a table, for the caller's next :meth:`log` batch.
+
+        The file and the tag are what ``MlflowClient.log_table`` writes for a run without that table (the JSON
+        of ``DataFrame.to_json(orient="split", index=False)``, ``mlflow.loggedArtifacts``), without its artifact
+        listing, run read and separate tag write (~12 ms of the ~18 ms it took per trial on SQLite)."""
+        import pandas as pd
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
         table = pd.DataFrame([{"fold": k, **row} for k, row in enumerate(rows)])
         if runtimes and len(runtimes) == len(rows):
             table["runtime"] = runtimes
-        self.client.log_table(run_id, data=table, artifact_file=names.FOLDS_TABLE)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / names.FOLDS_TABLE
+            table.to_json(path, orient="split", index=False, date_format="iso")
+            self.client.log_artifact(run_id, str(path))
+        return {MLFLOW_LOGGED_ARTIFACTS: json.dumps([{"path": names.FOLDS_TABLE, "type": "table"}])}
 
     def rename(self, run_id: str, name: str) -> None:
         self.client.update_run(run_id, name=name)

@@ -48,6 +48,7 @@ class Context:
     completed: int = 0
     pruned: int = 0
     last_error: str = ""
+    finished: Any = None        # search.finished.FinishedTrials, made on first use (_finished_trials)
 
 
 def worker_id() -> str:
@@ -146,24 +147,37 @@ def budget_lock(storage_url: str, study_name: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: trial id -> time.monotonic() of the beat :func:`first_beat` recorded, read by :func:`heartbeat`
+_FIRST_BEATS: dict[int, float] = {}
+
+
 def first_beat(study, trial) -> None:
     """Record one heartbeat now (RDB storages with heartbeats): Optuna only fails trials that have one."""
     storage = study._storage
     if hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval():
         storage.record_heartbeat(trial._trial_id)
+        _FIRST_BEATS[trial._trial_id] = time.monotonic()
 
 
 @contextmanager
 def heartbeat(study, trial):
-    """Record the trial's heartbeat in a background thread while it runs (RDB storages with heartbeats)."""
+    """Record the trial's heartbeat in a background thread while it runs (RDB storages with heartbeats).
+
+    The first beat is due one interval after :func:`first_beat`'s, when that recorded one for this trial (else at
+    once): a second write a few milliseconds after it told the storage nothing new, and competed with the
+    trial's own first writes for the SQLite lock."""
     storage = study._storage
     interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    beaten = _FIRST_BEATS.pop(trial._trial_id, None)
     if not interval:
         yield
         return
     stop = threading.Event()
+    first_wait = 0.0 if beaten is None else max(0.0, interval - (time.monotonic() - beaten))
 
     def beat() -> None:
+        if stop.wait(first_wait):
+            return
         while not stop.is_set():
             try:
                 storage.record_heartbeat(trial._trial_id)
@@ -189,57 +203,49 @@ def _set_constraints(trial, cfg_study: dict[str, Any], metrics: dict[str, float]
             trial.set_constraint(key, float(violation(float(cfg_study[key]))))
 
 
-FOLD_ACCURACY_ATTR = "fold_accuracy"   # trial user attr: accuracy per CV fold (early stopping compares folds)
+def _finished_trials(ctx: Context):
+    """The worker's :class:`search.finished.FinishedTrials` of this study (made on first use)."""
+    if ctx.finished is None:
+        from search.finished import FinishedTrials
+
+        objectives = ctx.setup.objectives
+        ctx.finished = FinishedTrials(
+            use_size=names.SIZE_BYTES in objectives or names.COMPRESSION_RATIO in objectives,
+            use_latency=names.LATENCY_MS in objectives or names.SPEEDUP in objectives)
+    return ctx.finished
 
 
-def _finished_feasible(trials):
-    """``(trial, its logged metrics)`` of the COMPLETE, feasible trials among ``trials`` that logged an accuracy:
-    the finished trials the early stop and the shrink steps compare with (infeasible ones never reach the front)."""
-    from optuna.trial import TrialState
-
-    from search.ledger import is_feasible
-
-    for t in trials:
-        m = t.user_attrs.get("metrics") or {}
-        if t.state == TrialState.COMPLETE and names.ACCURACY in m and is_feasible(t.constraints):
-            yield t, m
-
-
-def _early_stopper(ctx: Context, trial_number: int):
+def _early_stopper(ctx: Context, study_attrs: dict[str, Any] | None = None):
     """``after_fold(rows)`` for :func:`search.objective.evaluate_config`: the rule of
     :mod:`search.early_stop` against the study's finished feasible trials; ``None`` when turned off or when
-    accuracy is not an objective."""
+    accuracy is not an objective. ``study_attrs``: the study's user attributes when the caller has read them."""
     import numpy as np
     from optuna.trial import TrialState
 
-    from search.early_stop import LATENCY_TOLERANCE, Finished, Running, should_stop
+    from search.early_stop import LATENCY_TOLERANCE, Running, should_stop
     from search.ledger import latency_noise
 
     setup = ctx.setup
     cfg_study = setup.cfg_dict["study"]
     if not cfg_study.get("early_stop", True) or names.ACCURACY not in setup.objectives:
         return None
-    use_size = names.SIZE_BYTES in setup.objectives or names.COMPRESSION_RATIO in setup.objectives
-    use_latency = names.LATENCY_MS in setup.objectives or names.SPEEDUP in setup.objectives
     chance = setup.task.chance_accuracy(setup.dataset.y[setup.dev_idx])     # None: the task has none
+    # a faster trial is "no slower" only within the latency noise the front ties on (search.ledger.pareto_mask):
+    # a stop must never remove a trial that the study's own front rule would keep (set once, when the study starts)
+    tolerance = min(LATENCY_TOLERANCE, latency_noise(ctx.study, study_attrs))
+    margin = float(cfg_study.get("early_stop_margin", 0.01))
+    reference_spread = float(ctx.reference.get(names.ACCURACY_STD, 0.0))
+    seen = _finished_trials(ctx)
+    use_size, use_latency = seen.use_size, seen.use_latency
 
     def after_fold(rows: list[dict[str, float]]) -> bool:
-        finished, spreads = [], [float(ctx.reference.get(names.ACCURACY_STD, 0.0))]
-        for t, m in _finished_feasible(ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
-            if t.number == trial_number:
-                continue
-            spreads.append(float(m.get(names.ACCURACY_STD, 0.0)))
-            finished.append(Finished(t.user_attrs.get(FOLD_ACCURACY_ATTR) or [m[names.ACCURACY]],
-                                     m[names.SIZE_BYTES] if use_size else 0.0,
-                                     m[names.LATENCY_MS] if use_latency else 0.0))
+        # the running trial is not COMPLETE, so it is never among the trials it is compared with
+        seen.update(ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         running = Running([r[names.ACCURACY] for r in rows],
                           float(np.mean([r[names.SIZE_BYTES] for r in rows])) if use_size else 0.0,
                           float(np.mean([r[names.LATENCY_MS] for r in rows])) if use_latency else 0.0)
-        # a faster trial is "no slower" only within the latency noise the front ties on (search.ledger.pareto_mask):
-        # a stop must never remove a trial that the study's own front rule would keep
-        return should_stop(running, finished, float(cfg_study.get("early_stop_margin", 0.01)),
-                           float(np.median(spreads)), chance if use_size else None,
-                           latency_tolerance=min(LATENCY_TOLERANCE, latency_noise(ctx.study)))
+        return should_stop(running, seen.comparisons, margin, float(np.median([reference_spread, *seen.spreads])),
+                           chance if use_size else None, latency_tolerance=tolerance)
 
     return after_fold
 
@@ -249,14 +255,15 @@ def run_trial(ctx: Context, trial) -> str:
     early, FAIL). Never raises for a bad trial (only KeyboardInterrupt propagates, after the trial is
     marked)."""
     import optuna
-    from omegaconf import OmegaConf
 
+    from search.config import resolved
+    from search.finished import FOLD_ACCURACY_ATTR
     from search.ledger import reference_artifacts
     from search.objective import evaluate_config
     from search.recipes import RECIPE_ATTR
     from search.shrink import SHRINK_ATTR
     from search.space import apply_values, sample
-    from search.tracking import trial_params, trial_run_name
+    from search.tracking import fold_metrics, trial_params, trial_run_name
     from trainers.artifact import read_header
     from trainers.task import configure
 
@@ -278,18 +285,19 @@ def run_trial(ctx: Context, trial) -> str:
     try:
         with heartbeat(ctx.study, trial):
             values = sample(trial, setup.params, setup.cfg)
-            trial_cfg = apply_values(setup.cfg, values)
-            cfg_dict = OmegaConf.to_container(trial_cfg, resolve=True)
+            cfg_dict, cfg_yaml = resolved(apply_values(setup.cfg, values))
             tracker.log(run_id, params={**values, **trial_params(cfg_dict)})
             tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, digits=digits))
-            tracker.log_text(run_id, OmegaConf.to_yaml(trial_cfg, resolve=True), names.CONFIG_ARTIFACT)
+            tracker.log_text(run_id, cfg_yaml, names.CONFIG_ARTIFACT)
+            study_attrs = ctx.study.user_attrs   # one storage read: the reference artifacts and the latency noise
             ds = setup.dataset
             with tempfile.TemporaryDirectory(prefix="squeeze-trial-") as tmp:
                 ev = evaluate_config(configure(cfg_dict, ds), ds.X[setup.dev_idx], ds.y[setup.dev_idx],
                                      setup.folds, tmp,
                                      meta={"classes": ds.classes, "study": study_name, "trial": trial.number},
-                                     cache=setup.base_cache, after_fold=_early_stopper(ctx, trial.number),
-                                     references=reference_artifacts(ctx.study))
+                                     cache=setup.base_cache,
+                                     after_fold=_early_stopper(ctx, study_attrs),
+                                     references=reference_artifacts(ctx.study, study_attrs))
                 tracker.log_file(run_id, ev.artifact_path)
                 uncompressed = read_header(ev.artifact_path).get("uncompressed_modules", [])
         metrics = dict(ev.metrics)
@@ -302,8 +310,8 @@ def run_trial(ctx: Context, trial) -> str:
                 "latency_protocol": json.dumps(ev.latency_protocol)}
         if uncompressed:        # a user model's layers squeeze cannot compress: kept fp32 (and counted in the size)
             tags[names.UNCOMPRESSED_MODULES] = json.dumps(uncompressed)
-        tracker.log(run_id, metrics=metrics, tags=tags)
-        tracker.log_folds(run_id, ev.folds, ev.runtimes)
+        tags.update(tracker.log_fold_table(run_id, ev.folds, ev.runtimes))    # folds.json, shown as a table
+        tracker.log(run_id, metrics={**metrics, **fold_metrics(ev.folds)}, tags=tags)   # one batch: every value
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr(FOLD_ACCURACY_ATTR, [f[names.ACCURACY] for f in ev.folds])
         if ev.stopped_early:     # dominated by the study's results: the remaining folds were skipped
@@ -353,7 +361,7 @@ def _enqueue_shrink_step(ctx: Context, asked: int) -> int | None:
     enqueue it and return its parent's number; ``None`` otherwise. Called under the budget lock."""
     import random
 
-    from search.shrink import SHRINK_ATTR, Candidate, next_child, signature
+    from search.shrink import SHRINK_ATTR, next_child, signature
 
     setup = ctx.setup
     cfg_study = setup.cfg_dict["study"]
@@ -363,10 +371,11 @@ def _enqueue_shrink_step(ctx: Context, asked: int) -> int | None:
             or not {names.ACCURACY, names.SIZE_BYTES} <= set(setup.objectives)):
         return None
     trials = ctx.study.get_trials(deepcopy=False)
-    candidates = [Candidate(t.number, float(m[names.ACCURACY]), float(m[names.SIZE_BYTES]), t.params)
-                  for t, m in _finished_feasible(trials) if names.SIZE_BYTES in m]
-    step = next_child(candidates, {p.key: p.distribution for p in setup.params}, float(reference_accuracy),
-                      float(cfg_study.get("shrink_tolerance", 0.005)), {signature(t.params) for t in trials},
+    seen = _finished_trials(ctx)
+    seen.update(trials)              # finished trials: read once each; running and waiting ones: every time
+    tried = seen.signatures | {signature(t.params) for t in trials if not t.state.is_finished()}
+    step = next_child(seen.candidates, {p.key: p.distribution for p in setup.params}, float(reference_accuracy),
+                      float(cfg_study.get("shrink_tolerance", 0.005)), tried,
                       random.Random(f"{cfg_study.get('seed')}-{asked}"))
     if step is None:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.early_stop import Finished, Running, clearly_dominated, should_stop
+from search.early_stop import Finished, FinishedRows, Running, clearly_dominated, comparison_rows, should_stop
 
 
 def test_clearly_dominated_needs_every_objective_beaten_by_its_slack() -> None:
@@ -72,3 +72,26 @@ def test_the_bar_falls_with_the_folds_seen() -> None:
     front = [Finished([0.95, 0.95, 0.95, 0.95, 0.95], size_bytes=1000, latency_ms=0.05)]
     assert not should_stop(Running([0.91], 5000, 0.05), front, margin=0.01, study_spread=0.02)
     assert should_stop(Running([0.91] * 4, 5000, 0.05), front, margin=0.01, study_spread=0.02)
+
+
+def test_finished_rows_decide_as_the_list_they_were_built_from() -> None:
+    rng = np.random.default_rng(0)
+    finished = [Finished(list(rng.uniform(0.5, 1.0, rng.integers(1, 4))), float(rng.integers(500, 5000)),
+                         float(rng.uniform(0.03, 0.07))) for _ in range(40)]
+    rows = FinishedRows(finished[:10])
+    for more in (finished[10:25], finished[25:]):
+        for k in (1, 2, 3):                        # rows kept for k folds, then extended by the new trials only
+            assert len(rows.rows(k)) == len(rows)
+        rows.extend(more)
+    for k in (1, 2, 3):
+        np.testing.assert_array_equal(rows.rows(k), comparison_rows(finished, k))
+    for _ in range(100):
+        k = int(rng.integers(1, 3))
+        candidate = Running(list(rng.uniform(0.4, 1.0, k)), float(rng.uniform(400, 6000)),
+                            float(rng.uniform(0.03, 0.07)))
+        assert should_stop(candidate, rows, 0.01, 0.02, 0.1) == should_stop(candidate, finished, 0.01, 0.02, 0.1)
+
+
+def test_finished_rows_of_no_trials_never_stop() -> None:
+    assert comparison_rows([], 2).shape == (0, 3)
+    assert not should_stop(Running([0.5], 5000, 0.05), FinishedRows(), margin=0.01, study_spread=0.0)

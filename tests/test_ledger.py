@@ -175,3 +175,20 @@ def test_with_latency_ties_the_bar_refreshes_lazily_and_the_front_is_always_curr
     assert ledger.update().pareto_size == 1                            # within TIED_REFRESH_SECONDS: as before
     assert ledger.front == [0, 1]                                      # the front itself is recomputed
     assert ledger.pareto_size == 2
+
+
+def test_study_attrs_read_once_answer_as_the_study(tmp_path):
+    from search.ledger import latency_noise, reference_artifacts
+
+    study = _open(f"sqlite:///{tmp_path}/o.db")
+    assert latency_noise(study) == 0.0 and reference_artifacts(study) is None     # an older study: neither
+    ref = tmp_path / "fold0.sqz"
+    ref.write_bytes(b"x")
+    study.set_user_attr("latency_noise", 0.04)
+    study.set_user_attr("reference_artifacts", [{"path": str(ref), "runtime": "torchscript", "latency_ms": 0.02}])
+    attrs = study.user_attrs
+    assert latency_noise(study, attrs) == latency_noise(study) == 0.04
+    assert reference_artifacts(study, attrs) == reference_artifacts(study)
+    assert [r.runtime for r in reference_artifacts(study, attrs)] == ["torchscript"]
+    ref.unlink()                                      # a reference file is gone: unpaired latency, as before
+    assert reference_artifacts(study, attrs) is None

@@ -20,6 +20,7 @@ from search.tracking import (
     absolute_uri,
     default_artifact_location,
     effective_bits,
+    fold_metrics,
     trial_params,
     trial_run_name,
 )
@@ -58,6 +59,39 @@ def test_default_artifact_location_is_beside_the_sqlite_database(tmp_path):
     assert default_artifact_location(f"sqlite:///{tmp_path}/db/mlflow.db") == str(tmp_path / "db" / "artifacts")
     assert default_artifact_location("http://127.0.0.1:5000") is None
     assert absolute_uri("sqlite:///mlruns/mlflow.db") == f"sqlite:///{Path.cwd() / 'mlruns' / 'mlflow.db'}"
+
+
+def test_fold_metrics_are_one_value_per_fold_of_the_objective_columns():
+    rows = [{names.ACCURACY: 0.9, names.SIZE_BYTES: 900.0, names.LATENCY_MS: 0.02, names.TRAIN_SECONDS: 1.0},
+            {names.ACCURACY: 0.8, names.SIZE_BYTES: 800.0, names.LATENCY_MS: 0.03, names.TRAIN_SECONDS: 2.0}]
+    assert fold_metrics(rows) == {"accuracy/fold0": 0.9, "size_bytes/fold0": 900.0, "latency_ms/fold0": 0.02,
+                                  "accuracy/fold1": 0.8, "size_bytes/fold1": 800.0, "latency_ms/fold1": 0.03}
+    assert fold_metrics([{names.ACCURACY: 0.5}]) == {"accuracy/fold0": 0.5}
+
+
+def test_fold_table_is_what_mlflow_log_table_writes(tmp_path):
+    """The trial's folds.json and the tag that shows it as a table, written without MlflowClient.log_table's
+    extra reads: the same file and the same tag as log_table gives a run, and MLflow reads it back as a table."""
+    import pandas as pd
+
+    from search.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "e", str(tmp_path / "artifacts"))
+    rows = [{names.ACCURACY: 0.9 + k / 300, names.SIZE_BYTES: 1234.0 + k, names.LATENCY_MS: 0.0123456789123,
+             names.BASE_CACHED: 1.0} for k in range(3)]
+    ours, theirs = tracker.create_run("ours", {}), tracker.create_run("theirs", {})
+    tracker.log_folds(ours, rows, ["torchscript"] * 3)
+    table = pd.DataFrame([{"fold": k, **row} for k, row in enumerate(rows)])
+    table["runtime"] = ["torchscript"] * 3
+    tracker.client.log_table(theirs, data=table, artifact_file=names.FOLDS_TABLE)
+    c = tracker.client
+    files = [Path(c.download_artifacts(r, names.FOLDS_TABLE, str(tmp_path / r))).read_bytes() for r in (ours, theirs)]
+    assert files[0] == files[1]
+    tag = "mlflow.loggedArtifacts"
+    assert c.get_run(ours).data.tags[tag] == c.get_run(theirs).data.tags[tag]
+    assert c.get_run(ours).data.metrics == fold_metrics(rows)
+    loaded = c.load_table(tracker.experiment_id, names.FOLDS_TABLE, run_ids=[ours])
+    assert loaded["fold"].tolist() == [0, 1, 2] and loaded["runtime"].tolist() == ["torchscript"] * 3
 
 
 def test_pareto_html_of_a_large_study_is_small_and_labelled(tmp_path):

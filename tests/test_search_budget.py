@@ -17,6 +17,17 @@ HOPELESS = {"compress.prune.ratio": 0.95, "compress.prune.criterion": "random", 
             "compress.finetune_epochs": 1, "compress.finetune_lr": 3e-4}   # the least fine-tune the space has
 
 
+def _space_high(key: str, space: str = "compress_only") -> int:
+    """The upper bound of ``key`` in ``conf/space/<space>.yaml``."""
+    from omegaconf import OmegaConf
+
+    from search.config import CONF_DIR
+    from search.space import parse_space
+
+    return next(int(p.distribution.high) for p in parse_space(OmegaConf.load(CONF_DIR / "space" / f"{space}.yaml"))
+                if p.key == key)
+
+
 def test_a_hopeless_trial_is_pruned_after_fold_one_in_optuna_and_mlflow(tmp_path):
     study = optuna.create_study(study_name="stop", storage=f"sqlite:///{tmp_path}/optuna.db",
                                 directions=["maximize", "minimize", "minimize"])
@@ -54,7 +65,8 @@ def test_recipes_seed_a_new_study_once_share_the_cached_base_and_reproduce_exact
     assert all(r.data.metrics[names.BASE_CACHED] == 1.0 for r in by_number.values())
     (parent,) = runs(tmp_path, "study")
     assert names.REFERENCE_LONG_ACCURACY in parent.data.metrics
-    assert parent.data.metrics[names.REFERENCE_LONG_EPOCHS] == 2 + 30    # train.epochs + the space's longest fine-tune
+    # train.epochs + the space's longest fine-tune (read from conf/space/compress_only.yaml, not copied here)
+    assert parent.data.metrics[names.REFERENCE_LONG_EPOCHS] == 2 + _space_high("compress.finetune_epochs")
 
     from search.reproduce import main as reproduce
 

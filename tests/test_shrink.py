@@ -133,3 +133,10 @@ def test_a_shrink_step_runs_the_smallest_good_trial_with_one_knob_pushed(tmp_pat
     off = sweep(tmp_path, "study.name=shr", "study.n_trials=4", "study.shrink_every=0", "study.seed_recipes=[]")
     assert off.returncode == 0, off.stderr[-3000:]
     assert all("shrink_of" not in t.user_attrs for t in load_study(tmp_path, "shr").trials[2:])
+
+
+def test_a_candidate_key_is_the_signature_of_its_params_computed_once():
+    c = Candidate(3, 0.97, 1000.0, {"compress.prune.ratio": 0.5000000001, "compress.quant.bits": 4})
+    assert c.key == signature(c.params) == signature({"compress.prune.ratio": 0.5, "compress.quant.bits": 4})
+    assert c.key is c.key                                   # cached on the (frozen) candidate
+    assert c == Candidate(3, 0.97, 1000.0, dict(c.params))  # equality still by its fields

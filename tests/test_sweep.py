@@ -275,3 +275,57 @@ def test_data_and_storage_bad_inputs_exit_2_and_create_nothing(tmp_path, capsys)
         assert not out.exists(), overrides                       # no study, no MLflow store, no artifact
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert len(optuna.load_study(study_name="resumed", storage=f"sqlite:///{tmp_path}/existing.db").trials) == 0
+
+
+# --- the worker's bookkeeping, without a sweep ------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [{}, {"compress.quant.scheme": "uniform", "compress.quant.bits": 4,
+                                         "compress.prune.ratio": 0.31, "compress.finetune_lr": 3e-4},
+                                    {"compress.include": ["layers.0", "*.fc*"], "study.name": "yes"}])
+def test_a_trial_config_resolves_once_to_the_same_dict_and_yaml(values):
+    from omegaconf import OmegaConf
+
+    from search.config import compose, resolved
+    from search.space import apply_values
+
+    cfg = apply_values(compose(["space=compress_only", "data=digits"]), values)
+    plain, text = resolved(cfg)
+    assert plain == OmegaConf.to_container(cfg, resolve=True)
+    assert text == OmegaConf.to_yaml(cfg, resolve=True)               # the trial's config.yaml, byte for byte
+    assert plain["study"]["name"] == values.get("study.name", "digits-mlp")   # interpolations resolved
+
+
+class _BeatStorage:
+    """A storage with heartbeats every ``interval`` seconds that records when each beat arrived."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval, self.beats = interval, []
+
+    def get_heartbeat_interval(self) -> float:
+        return self.interval
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        import time
+
+        self.beats.append((trial_id, time.monotonic()))
+
+
+def test_the_heartbeat_thread_beats_first_one_interval_after_first_beat():
+    import time
+    from types import SimpleNamespace
+
+    from search.worker import first_beat, heartbeat
+
+    storage = _BeatStorage(0.5)
+    study = SimpleNamespace(_storage=storage)
+    asked, other = SimpleNamespace(_trial_id=1, number=1), SimpleNamespace(_trial_id=2, number=2)
+    first_beat(study, asked)
+    with heartbeat(study, asked):
+        time.sleep(0.2)
+        assert [t for t, _ in storage.beats] == [1]                     # first_beat's only: no second write at once
+        time.sleep(0.6)
+    beats = [at for t, at in storage.beats if t == 1]
+    assert len(beats) == 2 and 0.45 <= beats[1] - beats[0] <= 0.75     # the next one, an interval later
+    with heartbeat(study, other):                                        # no first_beat: the thread beats at once
+        time.sleep(0.1)
+    assert [t for t, _ in storage.beats].count(2) == 1
