@@ -666,3 +666,15 @@ def test_a_lowrank_entry_must_hold_two_factors_that_multiply(tmp_path) -> None:
         path.write_bytes(_rewritten(data, edit))
         msg = str(_load_error(path))
         assert "tensor 0 (net.item_emb.weight): " in msg and problem in msg, msg
+
+
+def test_the_writer_sizes_the_lzma_dictionary_to_the_payload_and_the_stream_is_unchanged(model) -> None:
+    import lzma
+
+    assert artifact._lzma_filters(100)[0]["dict_size"] == 4096
+    assert artifact._lzma_filters(5000)[0]["dict_size"] == 8192
+    assert artifact._lzma_filters(8192)[0]["dict_size"] == 8192
+    payload = artifact.pack(model, codec="none")[20:]           # a real payload: header + blobs
+    small = artifact._compress(payload, "lzma")
+    assert lzma.decompress(small, format=lzma.FORMAT_RAW, filters=artifact._LZMA_FILTERS) == payload
+    assert small == lzma.compress(payload, format=lzma.FORMAT_RAW, filters=artifact._LZMA_FILTERS)
