@@ -8,9 +8,10 @@ The file's ``meta`` (written by the final fit, see :mod:`search.reproduce`) says
   gives the same predictions; a missing column is an error naming it.
 * without names (images, npz data): every column, in order; their count must be the model's input size.
 * ``classes``: the label of each class id (predictions are printed as these labels).
-* ``runtime``: the runtime the final model was scored on (``fp32_dense``, ``torchscript`` or
-  ``int8_dynamic``); predictions use the same one, so they are the predictions of the model whose test
-  accuracy was reported.
+* ``runtime``: the runtime the final model was scored on (a name of :data:`trainers.measure.RUNTIMES`);
+  predictions use the same one, so they are the predictions of the model whose test accuracy was reported
+  (a recommender whose item table is stored factored scores from the factors in every runtime, as it was
+  scored).
 
 Recommenders (``seqrec`` artifacts): ``data=interactions data.path=events.csv top_k=10`` reads an event log
 (any format :mod:`trainers.data._interactions` reads; ``data.format``, ``data.user_col``, ``data.item_col``,
@@ -126,14 +127,16 @@ def features_from_array(X: np.ndarray, shape: Sequence[int], source: str) -> np.
 
 
 def runtime_model(model: Any, runtime: str | None, example: Any) -> Any:
-    """The model served on the artifact's recorded ``runtime`` (:func:`trainers.measure.build_runtime`);
-    ``example`` (input rows, array or tensor) is what a torchscript runtime is traced on."""
+    """The model served on the artifact's recorded ``runtime`` (:func:`trainers.measure.build_runtime`; none
+    recorded: ``fp32_dense``, the model itself, except that a recommender's factored item table scores from its
+    factors as in every runtime); ``example`` (input rows, array or tensor) is what a torchscript runtime is
+    traced on."""
     import torch
 
     from trainers import measure
 
     if runtime is None:
-        return model
+        return measure.factored_scores(model)
     if runtime not in measure.RUNTIMES:
         raise InputError("runtime", f"unknown runtime {runtime!r} in the artifact meta (this squeeze knows "
                                     f"{', '.join(measure.RUNTIMES)}): upgrade squeeze")

@@ -225,3 +225,88 @@ def test_the_fine_tune_trains_the_factors(shop):
     with torch.no_grad():
         loss0, loss3 = float(before.training_loss(X, y)), float(after.training_loss(X, y))
     assert loss3 < loss0, (loss0, loss3)
+
+
+# ---------------------------------------------------------------- serving: the scores from the two factors
+
+#: factored and dense scores differ by float rounding only (sums in another order): at most this, absolute
+SCORE_TOL = 1e-4
+
+
+def assert_same_top_k(scores: torch.Tensor, reference: torch.Tensor, k: int = 10, tol: float = SCORE_TOL) -> float:
+    """``scores`` within ``tol`` of ``reference`` everywhere, and their top-``k`` the reference's up to near ties:
+    position by position, the item ranked ``i``-th has a reference score within ``2 tol`` of the reference's
+    ``i``-th best (only items that rounding could swap may swap). Returns the share of rows whose top-``k`` list
+    is exactly the reference's."""
+    assert float((scores - reference).abs().max()) <= tol
+    top, want = scores.topk(k, dim=1).indices, reference.topk(k, dim=1).indices
+    assert float((reference.gather(1, top) - reference.gather(1, want)).abs().max()) <= 2 * tol
+    return float((top == want).all(1).float().mean())
+
+
+@pytest.fixture(scope="module")
+def factored_file(shop):
+    """A rank-8, 4-bit seqrec written and loaded back, and its test rows."""
+    ds, _, test = shop
+    return artifact.pack(fit(shop, SETTINGS["rank8-uniform4"])), torch.from_numpy(ds.X[test])
+
+
+def test_a_factored_item_table_scores_as_two_products_with_the_dense_top_k(factored_file):
+    from trainers.measure import factored_scores
+
+    data, X = factored_file
+    loaded = artifact.unpack(data)
+    served = factored_scores(loaded)
+    enc = loaded.encodings["net.item_emb.weight"]
+    assert served is not loaded and loaded.net.item_at is None             # the loaded model stays as decoded
+    assert torch.equal(served.net.item_at, enc.a.decode().T) and served.net.item_at.is_contiguous()
+    assert torch.equal(served.net.item_bt, enc.b.decode().T)
+    assert list(served.state_dict()) == list(loaded.state_dict())          # serving state: not in the file
+    assert artifact.pack(served) == data
+    with torch.no_grad():
+        h, u = served.net.encode(X)[:, -1], served.net.user_state(X)
+        q = h if u is None else h + u
+        got, dense = served(X), loaded(X)
+    a, b = enc.a.decode(), enc.b.decode()
+    assert torch.equal(got, (q @ b.T.contiguous()) @ a.T.contiguous())    # exactly the two products
+    assert assert_same_top_k(got, dense) == 1.0                            # this case: the same lists
+
+
+def test_a_dense_table_or_another_network_is_served_as_it_is(shop):
+    from trainers.measure import factored_scores
+
+    dense = artifact.unpack(artifact.pack(fit(shop, UNIFORM4)))
+    assert factored_scores(dense) is dense
+    excluded = artifact.unpack(artifact.pack(fit(shop, {"lowrank": {"rank": 8}, "exclude": ["item_emb"], **UNIFORM4})))
+    assert any(isinstance(e, Factored) for e in excluded.encodings.values())   # side tables: looked up only
+    assert factored_scores(excluded) is excluded
+
+
+def test_item_factors_of_the_wrong_shape_are_refused():
+    from trainers.models.seqrec import SeqRec
+
+    net = SeqRec(n_items=30, d_model=8)
+    with pytest.raises(ValueError, match=r"item factors must be \(31, r\) and \(r, 8\)"):
+        net.use_item_factors(torch.zeros(30, 2), torch.zeros(2, 8))
+
+
+@pytest.mark.parametrize("runtime", ["fp32_dense", "torchscript", "int8_dynamic", "onnxruntime"])
+def test_every_runtime_scores_from_the_files_factors_not_the_dense_table(factored_file, runtime):
+    """With the decoded dense table zeroed after loading, dense scoring gives 0 for every item; a runtime that
+    scores from the factors (the file's encodings) gives the factored model's scores. (The torch runtimes look
+    the input items up in the dense table, the ONNX graph in ``A`` then ``B``: the reference does the same.)"""
+    from trainers.measure import build_runtime, factored_scores
+
+    data, X = factored_file
+    reference = factored_scores(artifact.unpack(data))
+    tampered = artifact.unpack(data)
+    with torch.no_grad():
+        tampered.net.item_emb.weight.zero_()
+        if runtime != "onnxruntime":
+            reference.net.item_emb.weight.zero_()
+        assert not tampered(X).any()                                       # dense scoring: all zero
+        served = build_runtime(tampered, runtime, X[:1])
+        got, want = served(X), reference(X)
+    assert got.abs().max() > 0.1
+    tol = SCORE_TOL if runtime in ("fp32_dense", "torchscript", "onnxruntime") else 0.05 * float(want.abs().max())
+    assert float((got - want).abs().max()) <= tol

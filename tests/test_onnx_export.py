@@ -360,3 +360,22 @@ def test_lowrank_rewrite_keeps_every_use_of_the_table() -> None:
     np.testing.assert_allclose(scores, h @ w.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(shifted, w + bias, rtol=1e-5, atol=1e-6)
     assert [n.op_type for n in graph.node].count("Transpose") == 2           # of A and B only: Wᵀ is gone
+
+
+def test_every_runtime_ranks_a_factored_table_as_onnx_does(built) -> None:
+    """The torch runtimes score a factored item table as ``(q @ Bᵀ) @ Aᵀ``, the ONNX graph as two MatMuls: the
+    same scores within ``FP32_TOL`` and the same top-10 lists (near ties aside: the item ranked ``i``-th by one
+    has a score within ``2 FP32_TOL`` of the ``i``-th best of the other)."""
+    from trainers.measure import build_runtime
+
+    path, X, _ = built["seqrec-lowrank8-uniform4"]
+    loaded, x = artifact.load(path), torch.from_numpy(X)
+    with torch.no_grad():
+        scores = {rt: build_runtime(loaded, rt, x[:1])(x) for rt in ("fp32_dense", "torchscript", "onnxruntime")}
+    want = scores["onnxruntime"]
+    best = want.topk(10, dim=1).indices
+    for runtime, got in scores.items():
+        assert float((got - want).abs().max()) <= FP32_TOL, runtime
+        top = got.topk(10, dim=1).indices
+        assert float((want.gather(1, top) - want.gather(1, best)).abs().max()) <= 2 * FP32_TOL, runtime
+        assert torch.equal(top, best), runtime                              # this case: no near ties

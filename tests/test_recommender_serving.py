@@ -148,7 +148,8 @@ def served(tmp_path_factory):
     # the log a user would send: every event but the held-out last one (so the rows are the test rows)
     last = events.groupby("user").cumcount(ascending=False) == 0
     events[~last].to_csv(tmp / "history.csv", index=False)
-    return SimpleNamespace(ds=ds, test=test, path=path, tmp=tmp, hr=result.accuracy, events=events[~last])
+    return SimpleNamespace(ds=ds, dev=dev, test=test, path=path, tmp=tmp, hr=result.accuracy, events=events[~last],
+                           cfg=cfg)
 
 
 def rows_of(top: pd.DataFrame) -> dict[str, list[str]]:
@@ -239,6 +240,78 @@ def test_artifact_meta_holds_the_serving_tables(served):
     assert len(spec["user_vocab"]) == len(USER_FEATURES)
     names = {e["name"]: e for e in artifact.read_header(served.path)["tensors"]}
     assert names["net.user_emb.0.weight"]["scheme"] == "uniform"                 # compressed like any table
+
+
+# ---------------------------------------------------------------- a low-rank item table, served factored
+
+#: factored and dense scores differ by float rounding only (sums in another order): at most this, absolute
+SCORE_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def factored(served):
+    """The same shop with the item table stored as rank-8 factors of 4 bits, scored and shipped on torchscript."""
+    from search.final import final_meta
+    from trainers.pipeline import run_fold
+
+    ds = served.ds
+    cfg = {**served.cfg, "compress": {"finetune_epochs": 1, "lowrank": {"rank": 8},
+                                      "quant": {"scheme": "uniform", "bits": 4}}}
+    record = SimpleNamespace(study_name="serve", trial_number=1, run_id="r1")
+    path = served.tmp / "factored.sqz"
+    result = run_fold(cfg, ds.X[served.dev], ds.y[served.dev], ds.X[served.test], ds.y[served.test], seed=0,
+                      artifact_path=path, meta=final_meta(record, ds, "torchscript"), runtime="torchscript")
+    return SimpleNamespace(path=path, hr=result.accuracy)
+
+
+def test_predict_ranks_a_factored_table_as_it_was_scored(served, factored):
+    """``search.predict`` serves the factored file on its recorded runtime, which scores from the two factors:
+    its top-k is that runtime's, the HR@k of its lists is the file's scored HR@k, and the lists are the dense
+    table's up to near ties (the item ranked ``i``-th has a dense score within ``2 SCORE_TOL`` of the ``i``-th
+    best)."""
+    from search import predict
+    from trainers.compress.lowrank import Factored
+    from trainers.measure import build_runtime
+
+    loaded = artifact.load(factored.path)
+    assert isinstance(loaded.encodings["net.item_emb.weight"], Factored)
+    out = served.tmp / "factored_top.csv"
+    assert predict.main([f"model={factored.path}", "data=interactions", f"data.path={served.tmp / 'history.csv'}",
+                         f"data.user_features={served.tmp / 'users.csv'}", f"top_k={K}", f"out={out}"]) == 0
+    got = rows_of(pd.read_csv(out, dtype=str))
+    X = torch.from_numpy(served.ds.X[served.test])
+    with torch.no_grad():
+        scores = build_runtime(loaded, "torchscript", X[:1])(X)
+        dense = loaded(X)                                                    # the decoded dense table
+    assert float((scores - dense).abs().max()) <= SCORE_TOL
+    names = np.asarray(served.ds.classes, dtype=object)
+    users = sorted(f"u{u}" for u in range(SHOP["n_users"]))
+    ids, dense_ids = top_items(scores, X[:, 0], K), top_items(dense, X[:, 0], K)
+    for row, user in enumerate(users):
+        assert got[user] == list(names[ids[row].numpy()]), user
+    gap = dense.gather(1, ids) - dense.gather(1, dense_ids)
+    assert float(gap.abs().max()) <= 2 * SCORE_TOL
+    truth = dict(zip(users, names[served.ds.y[served.test]]))
+    assert np.mean([truth[u] in got[u] for u in users]) == pytest.approx(factored.hr)
+
+
+def test_pyfunc_and_a_file_without_a_runtime_rank_a_factored_table_as_predict(served, factored):
+    from search import predict
+    from search.pyfunc import SqueezeModel
+    from trainers.measure import factored_scores
+
+    model = SqueezeModel()
+    model.load_context(SimpleNamespace(artifacts={"model": str(factored.path)}))
+    events = served.events.merge(pd.read_csv(served.tmp / "users.csv", dtype=str), on="user")
+    top = model.predict(None, events, params={"top_k": K})
+    out = served.tmp / "factored_cli.csv"
+    assert predict.main([f"model={factored.path}", "data=interactions", f"data.path={served.tmp / 'history.csv'}",
+                         f"data.user_features={served.tmp / 'users.csv'}", f"top_k={K}", f"out={out}"]) == 0
+    assert rows_of(top) == rows_of(pd.read_csv(out, dtype=str))
+    loaded = artifact.load(factored.path)                       # no runtime recorded: fp32_dense, still factored
+    X = torch.from_numpy(served.ds.X[served.test])
+    with torch.no_grad():
+        assert torch.equal(predict.runtime_model(loaded, None, X[:1])(X), factored_scores(loaded)(X))
 
 
 @pytest.mark.slow

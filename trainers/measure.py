@@ -7,8 +7,13 @@ median time per request divided by the batch size (per sample; equal to per requ
 batch size 1), ``latency_p90_ms`` its 90th percentile, ``throughput_per_s`` samples per second at
 ``throughput_batch`` (median of ``max(5, repeats // 10)`` calls).
 
-Runtime: the loaded model is dense fp32 after unpacking (physically smaller after neuron pruning). The
-candidates, in the order they are tried (:data:`RUNTIMES`, a registry: name -> :class:`Runtime`):
+Runtime: the loaded model is dense fp32 after unpacking (physically smaller after neuron pruning), except
+that a table the artifact stores as two factors (``compress.lowrank.rank``,
+:class:`~trainers.compress.lowrank.Factored`) is served factored wherever the network can use it: every runtime
+scores a recommender's items as ``(q @ Bᵀ) @ Aᵀ`` from the decoded factors (the torch runtimes through
+:func:`factored_scores`, the ONNX ones through :func:`trainers.onnx_export.to_onnx`), so the latency measured
+is that of what the file stores, and accuracy is scored on those scores. The candidates, in the order they are
+tried (:data:`RUNTIMES`, a registry: name -> :class:`Runtime`):
 
 * ``fp32_dense``: eager PyTorch;
 * ``torchscript``: the same model traced and frozen (the same fp32 arithmetic without Python's per-module
@@ -53,8 +58,8 @@ from torch import nn
 from trainers.errors import InputError
 
 __all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "PairedStats", "Runtime", "accuracy", "build_runtime",
-           "candidate_runtimes", "choose_runtime", "empty_forward_ms", "int8_dynamic", "measure_latency",
-           "measure_paired", "onnxruntime", "paired_stats", "torchscript"]
+           "candidate_runtimes", "choose_runtime", "empty_forward_ms", "factored_scores", "int8_dynamic",
+           "measure_latency", "measure_paired", "onnxruntime", "paired_stats", "torchscript"]
 
 
 #: a runtime replaces the current best only when at least 10% faster, so timing noise does not flip the
@@ -313,6 +318,26 @@ def empty_forward_ms(runtime: str, X: torch.Tensor, protocol: LatencyProtocol) -
     return measure_latency(served, X, protocol, runtime).latency_ms
 
 
+#: the state-dict name of the table a network can score from factors (its ``use_item_factors``)
+ITEM_TABLE = "net.item_emb.weight"
+
+
+def factored_scores(model: nn.Module) -> nn.Module:
+    """``model`` (a loaded artifact's Pipeline) as the torch runtimes serve it: when the artifact stores its item
+    table factored (``model.encodings``, :class:`~trainers.compress.lowrank.Factored`) and the network can score
+    from factors (``net.use_item_factors``, :class:`~trainers.models.seqrec.SeqRec`), a copy whose scores are
+    ``(q @ Bᵀ) @ Aᵀ`` from the decoded factors; otherwise ``model`` itself. The factors are the file's, decoded:
+    nothing but the order of the sums differs from the dense table's product."""
+    from trainers.compress.lowrank import Factored
+
+    enc = (getattr(model, "encodings", None) or {}).get(ITEM_TABLE)
+    if not isinstance(enc, Factored) or not hasattr(getattr(model, "net", None), "use_item_factors"):
+        return model
+    served = copy.deepcopy(model)                   # the loaded model stays as the file decodes it (ONNX export)
+    served.net.use_item_factors(enc.a.decode(), enc.b.decode())
+    return served.eval()
+
+
 def int8_dynamic(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose Linear layers run torch's int8 dynamic-quantization kernels."""
     with warnings.catch_warnings():
@@ -358,11 +383,12 @@ class Runtime:
     applies: Callable[[nn.Module], bool] = lambda model: True
 
 
-#: the runtimes, in the order :func:`choose_runtime` tries them (the first candidate is the baseline)
+#: the runtimes, in the order :func:`choose_runtime` tries them (the first candidate is the baseline); the torch
+#: ones serve :func:`factored_scores` of the model, the ONNX export factors the graph itself
 RUNTIMES: dict[str, Runtime] = {
-    "fp32_dense": Runtime(lambda model, example, threads: model),
-    "torchscript": Runtime(lambda model, example, threads: torchscript(model, example)),
-    "int8_dynamic": Runtime(lambda model, example, threads: int8_dynamic(model), int8=True,
+    "fp32_dense": Runtime(lambda model, example, threads: factored_scores(model)),
+    "torchscript": Runtime(lambda model, example, threads: torchscript(factored_scores(model), example)),
+    "int8_dynamic": Runtime(lambda model, example, threads: int8_dynamic(factored_scores(model)), int8=True,
                             applies=lambda model: any(isinstance(m, nn.Linear) for m in model.modules())),
     "onnxruntime": Runtime(lambda model, example, threads: onnxruntime(model, example, threads)),
     "onnxruntime_int8": Runtime(lambda model, example, threads: onnxruntime(model, example, threads, "int8"),

@@ -8,6 +8,7 @@
       -> LN -> last position h                                               (B, D)
       -> + u = sum_c user_emb[c](user feature c at the last position)        (B, D)
       -> scores = (h + u) @ item_emb.weight.T                                (B, n_items + 1)
+         or, serving a table stored as factors A (n_items + 1, r), B (r, D): ((h + u) @ B.T) @ A.T
 
 * The output embedding is **tied** to the input item embedding (one table of ``n_items + 1`` rows, the
   largest tensor of the model; column 0 of the scores is the padding id and is never recommended).
@@ -28,6 +29,10 @@
   (``train.loss=sampled``, :func:`sampled_softmax_loss`); inference scores the last position only, and
   evaluation always ranks every item.
 * Neuron pruning removes FFN hidden units (:meth:`SeqRec.unit_layers` / :meth:`SeqRec.keep_units`).
+* Serving a low-rank item table (``compress.lowrank.rank``, :meth:`SeqRec.use_item_factors`): the scores are
+  ``((h + u) @ Bᵀ) @ Aᵀ``, ``r·(n_items + 1 + D)`` multiply-adds a request instead of ``(n_items + 1)·D``;
+  the input lookup keeps reading the dense table (at most ``max_len`` rows a request: measured 3 us against 5 us
+  for ``A[items] @ B``, benchmarks/lowrank_serving.py).
 """
 
 from __future__ import annotations
@@ -154,6 +159,10 @@ class SeqRec(nn.Module):
         nn.init.normal_(self.item_emb.weight, std=d_model ** -0.5)
         for emb in self.user_emb:
             nn.init.zeros_(emb.weight)
+        # serving only (:meth:`use_item_factors`): the item table's factors, stored transposed for the scores;
+        # not persistent, so neither the state dict nor the artifact sees them
+        self.register_buffer("item_bt", None, persistent=False)                    # (D, r)
+        self.register_buffer("item_at", None, persistent=False)                    # (r, n_items + 1)
 
     def encode(self, x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state at every position: ``(B, C, L)`` events -> ``(B, T, D)``, ``T = min(L, max_len)``.
@@ -192,7 +201,40 @@ class SeqRec(nn.Module):
         """``(B, C, L)`` requests -> ``(B, n_items + 1)`` scores of every item as the next event."""
         h = self.encode(x)[:, -1]                                                  # (B, D)
         u = self.user_state(x)
-        return (h if u is None else h + u) @ self.item_emb.weight.T
+        q = h if u is None else h + u                                              # (B, D)
+        if self.item_at is None:
+            return q @ self.item_emb.weight.T                                      # (B, n_items + 1)
+        return (q @ self.item_bt) @ self.item_at                                   # (B, r) -> (B, n_items + 1)
+
+    @torch.no_grad()
+    def use_item_factors(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Score every item from the item table's factors ``a (n_items + 1, r)`` and ``b (r, D)``: ``(q @ bᵀ) @ aᵀ``
+        instead of ``q @ item_emb.weightᵀ`` (for serving a table the artifact stores factored; training and the
+        input lookup keep reading ``item_emb``).
+
+        The factors are kept transposed and contiguous, ``bᵀ (D, r)`` and ``aᵀ (r, n_items + 1)``: at batch 1 the
+        product with ``aᵀ`` then streams the factor row by row (measured at 20,000 items, rank 8, one thread,
+        benchmarks/lowrank_serving.py: 14 us against 46 us for the transposed view of ``a``, and 115 us for the
+        dense table).
+        The sums run in another order than the dense table's, so scores move by float rounding only.
+
+        Example:
+            >>> net = SeqRec(n_items=30, d_model=8).eval()
+            >>> a, b = torch.randn(31, 2), torch.randn(2, 8)
+            >>> with torch.no_grad():
+            ...     _ = net.item_emb.weight.copy_(a @ b)
+            >>> x = torch.randint(1, 31, (3, 1, 5))
+            >>> dense = net(x)
+            >>> net.use_item_factors(a, b)
+            >>> bool(torch.allclose(net(x), dense, atol=1e-5))
+            True
+        """
+        rows, dim = self.item_emb.weight.shape
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != rows or b.shape[1] != dim or a.shape[1] != b.shape[0]:
+            raise ValueError(f"item factors must be ({rows}, r) and (r, {dim}), got {tuple(a.shape)} and {tuple(b.shape)}")
+        device = self.item_emb.weight.device
+        self.item_at = a.detach().to(device, torch.float32).T.contiguous()
+        self.item_bt = b.detach().to(device, torch.float32).T.contiguous()
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, negatives: int | None = None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
