@@ -126,20 +126,23 @@ def recommender_study(data: dict) -> str:
     ref = data["reference"]
     out = [f"Command: `python {data['command']}` (commit {data['commit']}); wall clock {data['wall_clock']}, peak RSS "
            f"{data['peak_rss_gib']} GiB. fp32 reference: HR@10 {ref['accuracy']:.4f}, {ref['size_bytes']:.0f} B, "
-           f"{ref['latency_ms']:.3f} ms to score every item for one request.", "",
-           "| trial | from | Pareto | HR@10 vs fp32 (pt) | size (B) | ratio | latency ms | speedup | rank | bits | "
-           "grid | prune | neurons | fine-tune epochs | seconds |",
-           "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+           f"{ref['latency_ms']:.3f} ms to score every item for one request, NDCG@10 {ref['ndcg']:.4f}; its training "
+           f"took {ref['train_seconds']:.1f} s per fold ({data['reference_epochs']} epochs, "
+           f"{ref['train_seconds'] / data['reference_epochs']:.1f} s an epoch); trials load it from the base cache.", "",
+           "| trial | from | Pareto | HR@10 vs fp32 (pt) | NDCG@10 | size (B) | ratio | latency ms | speedup | rank | bits | "
+           "grid | prune | neurons | fine-tune epochs | compress s / fold | seconds |",
+           "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for t in data["trials"]:
         p = t["params"]
         origin = (f"recipe {t['recipe']}" if t["recipe"] else f"shrink of {t['shrink_of']}" if t["shrink_of"] is not None
                   else "TPE")
         speedup = ref["latency_ms"] / t["latency_ms"]
         out.append(f"| {t['number']} | {origin} | {'**yes**' if t['pareto'] else ''} | {t['hr_vs_reference_pt']:+.2f} | "
-                   f"{t['size_bytes']:.0f} | {t['ratio']:.1f}× | {t['latency_ms']:.3f} | {speedup:.2f}× | "
+                   f"{t['ndcg']:.4f} | {t['size_bytes']:.0f} | {t['ratio']:.1f}× | {t['latency_ms']:.3f} | {speedup:.2f}× | "
                    f"{p.get('compress.lowrank.rank', 0)} | {p.get('compress.quant.bits', p.get('compress.quant.scheme'))} | "
                    f"{p.get('compress.quant.granularity', '-')} | {p.get('compress.prune.ratio', 0):.2f} | "
-                   f"{p.get('compress.neurons.ratio', 0):.2f} | {p.get('compress.finetune_epochs')} | {t['seconds']:.0f} |")
+                   f"{p.get('compress.neurons.ratio', 0):.2f} | {p.get('compress.finetune_epochs')} | "
+                   f"{t['compress_seconds']:.0f} | {t['seconds']:.0f} |")
     out += ["", data["note"]]
     return "\n".join(out)
 
