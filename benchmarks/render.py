@@ -275,6 +275,9 @@ SECTIONS = [
      "overfits after ~8), compressed settings + 5 fine-tune epochs, **one seed**; HR@10 / NDCG@10 over all items. Runs at "
      "nice 19, two at a time, on the shared 2-core CPU: seconds and latencies are noisy. Fixed settings, not a study's "
      "front.", recommender),
+    ("recommender_200_study.json", "The recommender at 200 items: a study's Pareto front (`space=seqrec_compress`)",
+     "The default shop searched like the 20,000-item one below (same space and recipes, full softmax).",
+     recommender_study),
     ("recommender_20000_study.json", "The recommender at 20,000 items: a study's Pareto front (`space=seqrec_compress`)",
      "20,000 users × 20,000 items as in the table above, searched by `python -m search.sweep` with the recommender's "
      "compression space: every trial starts from the fold's cached fp32 model and runs its own fine-tune; speedup = "
