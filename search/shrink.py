@@ -55,6 +55,10 @@ def _fewer_weights_kept(factor: float) -> Callable[[Any, Any], Any]:
     return _numeric(lambda ratio: 1.0 - (1.0 - ratio) * factor)
 
 
+def _always(params: Mapping[str, Any]) -> bool:
+    return True
+
+
 def _uniform_2bit_only(params: Mapping[str, Any]) -> bool:
     return params.get("compress.quant.scheme") == "uniform" and params.get("compress.quant.bits") == 2
 
@@ -65,13 +69,13 @@ def _uniform_2bit_only(params: Mapping[str, Any]) -> bool:
 #: instead of one per channel drops the per-channel steps and offsets (the larger share of a small pruned
 #: layer's bytes).
 MOVES: tuple[tuple[str, str, Callable[[Any, Any], Any], Callable[[Mapping[str, Any]], bool]], ...] = (
-    ("compress.neurons.ratio", "+0.10", _more_neurons_removed(0.10), lambda p: True),
-    ("compress.neurons.ratio", "+0.05", _more_neurons_removed(0.05), lambda p: True),
-    ("compress.prune.ratio", "keep x0.7", _fewer_weights_kept(0.7), lambda p: True),
-    ("compress.prune.ratio", "keep x0.85", _fewer_weights_kept(0.85), lambda p: True),
-    ("compress.quant.bits", "-1", _numeric(lambda bits: bits - 1), lambda p: True),
+    ("compress.neurons.ratio", "+0.10", _more_neurons_removed(0.10), _always),
+    ("compress.neurons.ratio", "+0.05", _more_neurons_removed(0.05), _always),
+    ("compress.prune.ratio", "keep x0.7", _fewer_weights_kept(0.7), _always),
+    ("compress.prune.ratio", "keep x0.85", _fewer_weights_kept(0.85), _always),
+    ("compress.quant.bits", "-1", _numeric(lambda bits: bits - 1), _always),
     ("compress.quant.scheme", "ternary", _choice("ternary"), _uniform_2bit_only),
-    ("compress.quant.granularity", "tensor", _choice("tensor"), lambda p: True),
+    ("compress.quant.granularity", "tensor", _choice("tensor"), _always),
 )
 #: a child that missed the tolerance by at most this many tolerances is tried once more with this many times
 #: the fine-tune epochs (``compress.finetune_epochs``, when the space samples it): aggressive settings often

@@ -112,7 +112,7 @@ def _distillation(net: nn.Module, compress_cfg: Mapping[str, Any]) -> Distillati
     weight = float(cfg.get("weight", 0.0))
     if weight <= 0 or int(compress_cfg.get("finetune_epochs", 0)) <= 0:
         return None
-    return Distillation(copy.deepcopy(net).eval().requires_grad_(False), weight, float(cfg.get("temperature", 4.0)))
+    return Distillation(copy.deepcopy(net), weight, float(cfg.get("temperature", 4.0)))   # train() freezes it
 
 
 def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Mapping[str, Any],
