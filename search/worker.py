@@ -286,8 +286,8 @@ def run_trial(ctx: Context, trial) -> str:
         with heartbeat(ctx.study, trial):
             values = sample(trial, setup.params, setup.cfg)
             cfg_dict, cfg_yaml = resolved(apply_values(setup.cfg, values))
-            tracker.log(run_id, params={**values, **trial_params(cfg_dict)})
-            tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, digits=digits))
+            tracker.log(run_id, params={**values, **trial_params(cfg_dict)},
+                        name=trial_run_name(trial.number, cfg_dict, digits=digits))
             tracker.log_text(run_id, cfg_yaml, names.CONFIG_ARTIFACT)
             study_attrs = ctx.study.user_attrs   # one storage read: the reference artifacts and the latency noise
             ds = setup.dataset
@@ -311,25 +311,24 @@ def run_trial(ctx: Context, trial) -> str:
         if uncompressed:        # a user model's layers squeeze cannot compress: kept fp32 (and counted in the size)
             tags[names.UNCOMPRESSED_MODULES] = json.dumps(uncompressed)
         tags.update(tracker.log_fold_table(run_id, ev.folds, ev.runtimes))    # folds.json, shown as a table
-        tracker.log(run_id, metrics={**metrics, **fold_metrics(ev.folds)}, tags=tags)   # one batch: every value
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr(FOLD_ACCURACY_ATTR, [f[names.ACCURACY] for f in ev.folds])
         if ev.stopped_early:     # dominated by the study's results: the remaining folds were skipped
             ctx.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            tracker.log(run_id, metrics={names.TRIAL_SECONDS: time.perf_counter() - start},
-                        tags={names.STATE: "PRUNED"})
-            tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, metrics, "PRUNED", digits))
-            tracker.end_run(run_id, "KILLED")
+            state, status = "PRUNED", "KILLED"
+        else:
+            _set_constraints(trial, setup.cfg_dict["study"], metrics)
+            ctx.study.tell(trial, [metrics[o] for o in setup.objectives])
+            state, status = "COMPLETE", "FINISHED"
+        # one batch: every value, the state and the final name (then the run's status)
+        tracker.finish(run_id, trial_run_name(trial.number, cfg_dict, metrics, state, digits), status,
+                       metrics={**metrics, **fold_metrics(ev.folds), names.TRIAL_SECONDS: time.perf_counter() - start},
+                       tags={**tags, names.STATE: state})
+        if state == "PRUNED":
             ctx.pruned += 1
-            return "PRUNED"
-        _set_constraints(trial, setup.cfg_dict["study"], metrics)
-        ctx.study.tell(trial, [metrics[o] for o in setup.objectives])
-        tracker.log(run_id, metrics={names.TRIAL_SECONDS: time.perf_counter() - start},
-                    tags={names.STATE: "COMPLETE"})
-        tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, metrics, "COMPLETE", digits))
-        tracker.end_run(run_id, "FINISHED")
-        ctx.completed += 1
-        return "COMPLETE"
+        else:
+            ctx.completed += 1
+        return state
     except KeyboardInterrupt:
         ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: "interrupted (Ctrl-C)"})

@@ -347,11 +347,15 @@ def int8_dynamic(model: nn.Module) -> nn.Module:
 
 
 def torchscript(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """``model`` traced on ``example`` and frozen (constants folded): same outputs, less call overhead."""
+    """``model`` traced on ``example`` and frozen (constants folded): same outputs, less call overhead.
+
+    The trace is not re-run to check it (``check_trace=False``, which halves the build: ~5 instead of ~11 ms
+    for an MLP, paid on every fold of every trial): what the served module computes is what gets scored, so
+    a trace that differed from the model would show in the accuracy measured on it, not pass unseen."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                       # torch.jit is in maintenance mode
         with torch.inference_mode():
-            return torch.jit.freeze(torch.jit.trace(model.eval(), example))
+            return torch.jit.freeze(torch.jit.trace(model.eval(), example, check_trace=False))
 
 
 def onnxruntime(model: nn.Module, example: torch.Tensor, threads: int = 1, weights: str = "fp32") -> nn.Module:
