@@ -16,7 +16,7 @@ from search.ledger import LATENCY_NOISE_ATTR, StudyLedger, pareto_mask
 from search.pareto import non_dominated_mask, tied_non_dominated_mask
 from search.report import collect
 from search.storage import open_storage
-from trainers.measure import LatencyProtocol, empty_forward_ms, measure_paired, paired_stats
+from trainers.measure import LatencyProtocol, choose_runtime, empty_forward_ms, measure_paired, paired_stats
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -73,6 +73,19 @@ def test_measure_paired_against_itself_brackets_one_and_a_big_model_is_slower():
     assert 0.7 < aa.speedup < 1.4
     big = measure_paired(_mlp(32), _mlp(4096), X, PROTOCOL).paired     # candidate small, reference large
     assert big.speedup_ci_low > 1.5
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_the_chosen_runtime_carries_its_own_throughput(paired):
+    # candidates are timed without throughput; the winner's is measured (alone, or in the paired measurement)
+    X = torch.randn(50, 64)
+    protocol = LatencyProtocol(warmup=5, repeats=60, throughput_batch=16, blocks=6,
+                               runtimes=("fp32_dense", "torchscript"))
+    reference = _mlp(32) if paired else None
+    served, result = choose_runtime(_mlp(32), X, protocol, None, reference=reference)
+    assert result.runtime in ("fp32_dense", "torchscript")
+    assert np.isfinite(result.throughput_per_s) and result.throughput_per_s > 0
+    assert (result.paired is not None) == paired
 
 
 @pytest.mark.parametrize("runtime", ["fp32_dense", "torchscript", "onnxruntime"])

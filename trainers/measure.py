@@ -48,7 +48,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -224,25 +224,28 @@ def _time_calls(model: nn.Module, batches: list[torch.Tensor], warmup: int) -> n
     return np.asarray(times, dtype=np.float64) / 1e6        # ms per call
 
 
-def measure_latency(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol, runtime: str = "fp32_dense") -> LatencyResult:
-    """Time ``model`` on rows of ``X`` following ``protocol`` (see the module docstring)."""
+def measure_latency(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol, runtime: str = "fp32_dense",
+                    throughput: bool = True) -> LatencyResult:
+    """Time ``model`` on rows of ``X`` following ``protocol`` (see the module docstring). ``throughput=False``
+    skips the throughput calls (the result's ``throughput_per_s`` is then NaN): :func:`choose_runtime` measures
+    it for the winning runtime only."""
     model.eval()
     p = protocol
     with _threads(p.threads):
         per_call = _time_calls(model, _batches(X, p.batch_size, p.warmup + p.repeats), p.warmup)
-        n_tp = max(5, p.repeats // 10)
-        tp_calls = _time_calls(model, _batches(X, p.throughput_batch, 2 + n_tp), 2)
+        rows_per_s = _throughput(model, X, p) if throughput else float("nan")
     per_sample = per_call / p.batch_size
     return LatencyResult(
         latency_ms=float(np.median(per_sample)),
         latency_p90_ms=float(np.percentile(per_sample, 90)),
-        throughput_per_s=float(p.throughput_batch / (np.median(tp_calls) / 1e3)),
+        throughput_per_s=rows_per_s,
         runtime=runtime,
         protocol=p,
     )
 
 
 def _throughput(model: nn.Module, X: torch.Tensor, p: LatencyProtocol) -> float:
+    """Rows per second at ``p.throughput_batch`` (median of ``max(5, repeats / 10)`` calls after 2 warm-up calls)."""
     tp_calls = _time_calls(model, _batches(X, p.throughput_batch, 2 + max(5, p.repeats // 10)), 2)
     return float(p.throughput_batch / (np.median(tp_calls) / 1e3))
 
@@ -443,16 +446,16 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
                                              f"(int8 runtimes need weights quantized to <= 8 bits); add "
                                              f"fp32_dense, torchscript or onnxruntime")
     best_model, best = None, None
-    for name in names:
+    for name in names:        # latency decides; throughput is measured for the winner only
         served = build_runtime(model, name, example, protocol.threads)
-        result = measure_latency(served, X, protocol, name)
+        result = measure_latency(served, X, protocol, name, throughput=False)
         if best is None or result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
             best_model, best = served, result
     if reference is not None:
-        paired = measure_paired(best_model, reference, X, protocol, best.runtime)
-        best = LatencyResult(paired.latency_ms, paired.latency_p90_ms, best.throughput_per_s, best.runtime,
-                             protocol, paired.paired)
-    return best_model, best
+        return best_model, measure_paired(best_model, reference, X, protocol, best.runtime)
+    with _threads(protocol.threads):
+        throughput = _throughput(best_model, X, protocol)
+    return best_model, replace(best, throughput_per_s=throughput)
 
 
 @torch.inference_mode()
