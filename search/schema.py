@@ -66,7 +66,7 @@ __all__ = [
 SEED_MAX = 2**32 - 1  # numpy and scikit-learn take seeds in 0 .. 2**32 - 1
 FLOAT32_MAX = 3.4028234663852886e38  # numbers that reach a tensor must stay finite in float32
 
-#: ``study.sampler`` (search/sweep.py:make_sampler builds them)
+#: ``study.sampler`` (the keys of search/sweep.py:SAMPLER_BUILDERS, which builds them; a test holds them equal)
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 #: ``device``: where training runs (latency is always measured on CPU)
 DEVICES = ("auto", "cpu", "cuda")

@@ -177,23 +177,52 @@ def prepare(argv: list[str]) -> tuple[Setup, Any]:
 
 # --- the study -----------------------------------------------------------------------------------------
 
-def make_sampler(name: str, seed: int | None, n_trials: int):
+def _tpe(seed: int | None, n_trials: int):
+    """Multi-objective TPE over joint groups of parameters, with a constant liar for parallel workers; at
+    least 5 and at most 10 random start-up trials (a third of small budgets)."""
     import optuna
 
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                      n_startup_trials=max(5, min(10, n_trials // 3)))
+
+
+def _nsga2(seed: int | None, n_trials: int):
+    """NSGA-II with a population of a quarter of the budget (8..50)."""
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, min(50, n_trials // 4)))
+
+
+def _random(seed: int | None, n_trials: int):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _gp(seed: int | None, n_trials: int):
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+#: ``study.sampler`` -> ``(seed, n_trials) -> Optuna sampler``; its keys are the schema's choices
+#: (:data:`search.schema.SAMPLERS`, which a test holds equal to them)
+SAMPLER_BUILDERS = {"tpe": _tpe, "nsga2": _nsga2, "random": _random, "gp": _gp}
+
+
+def make_sampler(name: str, seed: int | None, n_trials: int):
+    """The Optuna sampler ``study.sampler`` names (:data:`SAMPLER_BUILDERS`), seeded with ``seed``.
+
+    Raises:
+        InputError: at ``study.sampler`` for a name it does not know.
+    """
+    import optuna
+
+    if name not in SAMPLER_BUILDERS:
+        raise InputError("study.sampler", f"must be one of {'|'.join(SAMPLER_BUILDERS)}, got {name!r}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                              n_startup_trials=max(5, min(10, n_trials // 3)))
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, min(50, n_trials // 4)))
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if name == "gp":
-            return optuna.samplers.GPSampler(seed=seed)
-    from search.schema import SAMPLERS
-
-    raise InputError("study.sampler", f"must be one of {'|'.join(SAMPLERS)}, got {name!r}")
+        return SAMPLER_BUILDERS[name](seed, n_trials)
 
 
 def _study_params(setup: Setup) -> dict[str, Any]:

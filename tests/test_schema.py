@@ -139,8 +139,9 @@ def test_trainers_accept_exactly_the_schema_choices():
 
 
 def test_make_sampler_builds_every_schema_sampler():
-    from search.sweep import make_sampler
+    from search.sweep import SAMPLER_BUILDERS, make_sampler
 
+    assert tuple(SAMPLER_BUILDERS) == schema.SAMPLERS
     for name in schema.SAMPLERS:
         make_sampler(name, 0, 20)
     with pytest.raises(InputError, match="study.sampler"):
