@@ -367,7 +367,7 @@ def test_channel_quantiles_of_an_unpruned_tensor_equal_the_masked_computation(qs
     w[4, ::2] = -0.0
     padded = torch.cat([w, torch.full((50, 1), 99.0)], dim=1)
     keep = torch.cat([torch.ones(50, 16, dtype=torch.bool), torch.zeros(50, 1, dtype=torch.bool)], dim=1)
-    fast = _channel_quantiles(w, torch.ones_like(w, dtype=torch.bool), qs)
+    fast = _channel_quantiles(w, None, qs)                          # None: every position kept
     masked = _channel_quantiles(padded, keep, qs)
     assert all(torch.equal(a, b) for a, b in zip(fast, masked))
     if qs[0] == 0.0:
@@ -386,8 +386,8 @@ def test_uniform_fake_of_an_unpruned_table_equals_the_masked_and_generic_paths(s
     padded = torch.cat([w.detach(), torch.full((200, 1), 5.0)], dim=1)
     keep = torch.cat([full, torch.zeros(200, 1, dtype=torch.bool)], dim=1)
     q = Uniform(4, side_bits=side_bits)
-    out = q.fake(w, full)
-    assert torch.equal(out, Quantizer.fake(q, w, full))
+    out = q.fake(w, None)
+    assert torch.equal(out, Quantizer.fake(q, w, full)) and torch.equal(out, q.fake(w, full))
     assert torch.equal(out, q.fake(padded, keep)[:, :8])
     out.sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))

@@ -86,16 +86,33 @@ def compressible_layers(net: nn.Module, include: Sequence[str] | None = None,
 
 
 class _MaskedQuantized(nn.Module):
-    """Parametrization ``w -> Q(w * mask) * mask`` used during the fine-tune."""
+    """Parametrization ``w -> Q(w * mask) * mask`` used during the fine-tune, computed as ``Q(w * mask)``:
+    :meth:`Quantizer.fake` is 0 at pruned positions, and its gradient (the identity) reaches ``w`` through
+    ``w * mask``, so the outer multiply changed neither a value nor a gradient (a multiply by 1 is exact;
+    at a pruned position +0 stays +0 and ``g * 0 * 0`` is ``g * 0``). With nothing pruned, both multiplies by
+    1 are skipped too.
+
+    ``mask`` (float, saved with the module) changes only through :meth:`set_mask`, which also refreshes what
+    every forward pass would otherwise derive again: the bool mask and whether it keeps everything.
+    """
 
     def __init__(self, mask: torch.Tensor, quantizer: Quantizer) -> None:
         super().__init__()
         self.register_buffer("mask", mask.float())
+        self.register_buffer("keep", mask.bool(), persistent=False)
         self.quantizer = quantizer
+        self.dense = bool(self.keep.all())
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Prune (or restore) to the bool ``mask``."""
+        self.mask.copy_(mask)
+        self.keep.copy_(mask)
+        self.dense = bool(self.keep.all())
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        masked = w * self.mask
-        return self.quantizer.fake(masked, self.mask.bool()) * self.mask
+        if self.dense:
+            return self.quantizer.fake(w)
+        return self.quantizer.fake(w * self.mask, self.keep)
 
 
 @dataclass
@@ -173,17 +190,17 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
                 every[0] = max(1, end // 20)          # ~20 pruning steps along the curve
                 if step % every[0] == 0 or step == end:
                     target = zhu_gupta_sparsity(step, total, ratio, end=end)
-                    current = [p.mask.bool() for p in params]
+                    current = [p.keep for p in params]
                     for p, new in zip(params, pruner.masks(raw(), target, previous=current)):
-                        p.mask.copy_(new.float().to(p.mask.device))
+                        p.set_mask(new)
 
             train(net, X, y, train_cfg, seed + 1, epochs=epochs, lr=float(lr), device=device, on_step=on_step,
                   distill=distill)
             if gradual and ratio > 0:  # make sure the final sparsity is exactly the requested one
-                for p, new in zip(params, pruner.masks(raw(), ratio, previous=[p.mask.bool() for p in params])):
-                    p.mask.copy_(new.float())
+                for p, new in zip(params, pruner.masks(raw(), ratio, previous=[p.keep for p in params])):
+                    p.set_mask(new)
     finally:
-        final_masks = [p.mask.bool().cpu().clone() for p in params]
+        final_masks = [p.keep.cpu().clone() for p in params]
         for i in factored:
             parametrize.remove_parametrizations(layers[i][1], "weight", leave_parametrized=False)
         for _, owner, name in slots:

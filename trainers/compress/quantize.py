@@ -13,7 +13,10 @@ artifact then writes those tensors as float16, halving them). For a small model 
 the codes, dominates the file.
 
 During fine-tune a quantizer is in the loop through :meth:`Quantizer.fake`: the forward pass sees the
-decoded weights, the backward pass the straight-through estimator (STE) ``d w_q / d w = 1``.
+decoded weights, the backward pass the straight-through estimator (STE) ``d w_q / d w = 1``. Its definition is
+``decode(encode(w))`` (the base class computes exactly that); every scheme overrides it with a dense computation
+of the same float32 values per weight, without building an :class:`Encoded` (the fine-tune runs it on every
+weight in every step, an embedding table included), and shares its side information maths with ``encode``.
 
 Maths (per output channel ``c`` = dim 0, over the kept weights only):
 
@@ -37,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,8 +78,10 @@ def to_side_precision(t: torch.Tensor, bits: int) -> torch.Tensor:
     _check_side_bits(bits)
     if bits == 32:
         return t
-    size = t.detach().abs()
-    # elementwise (no gather of the nonzero values: this runs in every fine-tune step); NaN fails every test
+    # elementwise (no gather of the nonzero values: this runs in every fine-tune step), in numpy: a handful of
+    # operations on a few hundred values, which cost a third of torch's per-operation overhead (comparisons
+    # are exact: both bounds are float32 numbers); NaN fails every test
+    size = np.abs(t.detach().cpu().numpy())
     fits = bool(((size == 0) | ((size >= FP16_MIN_NORMAL) & (size <= FP16_MAX))).all())
     return t.to(torch.float16).to(torch.float32) if fits else t
 
@@ -148,25 +154,58 @@ def _flat_mask(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return torch.ones(w.numel(), dtype=torch.bool) if mask is None else mask.detach().flatten().bool().cpu()
 
 
-def _rows(w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(values, keep-mask, kept count) per output channel, as 2-D (channels, per-channel) tensors."""
+def _dense_mask(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``mask`` as a CPU bool tensor of ``w``'s shape, for the dense fakes; None (every position kept) stays
+    None. An all-true mask is not turned into None: that would cost a pass over it in every step, and the
+    masked computations give the same values."""
+    return None if mask is None else mask.detach().reshape(w.shape).bool().cpu()
+
+
+def _channel_shape(w: torch.Tensor) -> tuple[int, ...]:
+    """The view of a (channels,) tensor that broadcasts it over ``w``'s output channels (dim 0)."""
+    return (-1,) + (1,) * (w.dim() - 1)
+
+
+def _straight_through(w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``w + (q - w).detach()`` (the value of ``q`` up to float rounding, the gradient of ``w``), with ``q - w``
+    computed in place in ``q`` (a temporary of the caller's). The same float operations as the textbook form,
+    so the same bits: where ``q`` is a zero of either sign the result is +0 for every finite ``w``."""
+    return w + q.sub_(w.detach())
+
+
+def _as_float(keep: torch.Tensor) -> torch.Tensor:
+    """A bool mask as float32 1.0 / 0.0, read through its bytes (a bool tensor holds 0 / 1 bytes): on CPU the
+    bool -> float conversion, also implicit in ``x * keep``, is ~10x slower than uint8 -> float, and the fakes
+    multiply by the mask in every fine-tune step. ``x * _as_float(keep)`` has the bits of ``x * keep``."""
+    return keep.view(torch.uint8).to(torch.float32)
+
+
+def _rows(w: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | int]:
+    """(values, keep-mask, kept count) per output channel, as (channels, per-channel) tensors; ``mask=None``
+    (every position kept) gives keep None and the count as the int every channel has."""
     rows = w.reshape(w.shape[0], -1).to(torch.float32)
+    if mask is None:
+        return rows, None, rows.shape[1]
     keep = mask.reshape(w.shape[0], -1).bool()
     return rows, keep, keep.sum(1)
 
 
-def _channel_mean_abs(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean |w| of the kept weights of each output channel (0 for a fully pruned channel)."""
+def _channel_mean_abs(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean |w| of the kept weights of each output channel (0 for a fully pruned channel). ``mask=None``: the
+    values of an all-true mask (the sum of ``|w| * 1`` is the sum of ``|w|``; dividing by the int count divides
+    by the same float32)."""
     rows, keep, count = _rows(w, mask)
-    return torch.where(count > 0, (rows.abs() * keep).sum(1) / count.clamp(min=1), 0.0)
+    if keep is None:
+        return rows.abs().sum(1) / max(count, 1)
+    return torch.where(count > 0, (rows.abs() * _as_float(keep)).sum(1) / count.clamp(min=1), 0.0)
 
 
-def _per_granularity(stat, w: torch.Tensor, mask: torch.Tensor, granularity: str):
+def _per_granularity(stat, w: torch.Tensor, mask: torch.Tensor | None, granularity: str):
     """``stat(w, mask)`` per output channel, or (``granularity="tensor"``) the whole tensor's value of it
     repeated for every channel: ``stat`` returns one (channels,) tensor or a list of them."""
     if granularity == "channel":
         return stat(w, mask)
-    out = stat(w.reshape(1, -1), mask.reshape(1, -1))
+    out = stat(w.reshape(1, -1), None if mask is None else mask.reshape(1, -1))
     expand = lambda t: t.expand(w.shape[0]).contiguous()  # noqa: E731
     return [expand(t) for t in out] if isinstance(out, list) else expand(out)
 
@@ -177,38 +216,81 @@ def _kept_or_inf(rows: torch.Tensor, keep: torch.Tensor, sign: float) -> torch.T
     ``-sign * inf`` where kept and ``sign * inf`` where pruned: the same values, but vectorized (``where`` with an
     irregular pruning mask is a branchy kernel, ~20x the cost of an add, and this runs on the whole table of an
     embedding in every fine-tune step)."""
-    bound = (~keep).to(rows.dtype).mul_(2).sub_(1).mul_(sign * math.inf)    # -sign*inf kept, sign*inf pruned
+    bound = _as_float(keep).mul_(-2).add_(1).mul_(sign * math.inf)      # -sign*inf kept, sign*inf pruned
     return torch.maximum(rows, bound) if sign > 0 else torch.minimum(rows, bound)
 
 
-def _channel_quantiles(w: torch.Tensor, mask: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
+#: :func:`_channel_quantiles` selects the kept values a quantile needs with ``topk`` while that is at most this
+#: share of a row's values, counted from one end; beyond it one full sort of the rows is cheaper
+TOPK_MAX_SHARE = 0.25
+
+
+def _channel_quantiles(w: torch.Tensor, mask: torch.Tensor | None, qs: tuple[float, ...]) -> list[torch.Tensor]:
     """The ``q`` quantiles (linear interpolation, as ``torch.quantile``) of each channel's kept weights, for
-    every ``q`` in ``qs``; ``q = 0`` / ``1`` give min / max. Vectorized (embedding tables have thousands of
-    rows) and sorted once for all ``qs``; min and max need no sort at all. This runs in every forward pass
-    of the fine-tune, so it is the hot path of compression."""
-    rows = w.reshape(w.shape[0], -1).to(torch.float32)
-    keep = mask.reshape(w.shape[0], -1).bool()
-    # nothing pruned (the common case): every channel is full and no masking pass over the table is needed; the
-    # values are the same as the masked path's
-    full = bool(keep.all())
-    count = torch.full((rows.shape[0],), rows.shape[1]) if full else keep.sum(1)
-    out: list[torch.Tensor | None] = [None] * len(qs)
-    for i, q in enumerate(qs):
+    every ``q`` in ``qs`` (``mask=None``: all kept, the values of an all-true mask); ``q = 0`` / ``1`` give min /
+    max. Vectorized (embedding tables have thousands of rows). This runs in every forward pass of the
+    fine-tune, so it is the hot path of compression:
+
+    * min and max need no sort at all, and with nothing pruned no masking pass either;
+    * a quantile at ascending position ``pos = q * (count - 1)`` interpolates the kept values of ranks
+      ``floor(pos)`` and ``ceil(pos)``: near an end (``clip`` close to 1) only the ``k`` smallest (``q <= 0.5``)
+      or largest kept values of a row are needed, which ``torch.topk`` finds at a fraction of the cost of a full
+      sort of every row (ranks then count from that end). The values read are those of the sorted rows (only
+      values are read, never positions, so the order of equal values does not matter);
+    * else every row is sorted once for all ``qs``.
+
+    With nothing pruned every channel has the same ranks: Python numbers, computed with the same float64
+    operations as the per-channel tensors of the masked path (and ``frac`` is cast to float32 by the multiply
+    as by ``.to(torch.float32)``), so the values are the same.
+    """
+    rows, keep, count = _rows(w, mask)
+    full, width = keep is None, rows.shape[1]
+    padded: dict[float, torch.Tensor] = {}      # the rows with pruned positions at +inf / -inf, by that sign
+    ordered: list[torch.Tensor] = []            # the fully sorted rows, once they are needed
+
+    def pad(sign: float) -> torch.Tensor:
+        if full:
+            return rows
+        if sign not in padded:
+            padded[sign] = _kept_or_inf(rows, keep, sign)
+        return padded[sign]
+
+    def pick(values: torch.Tensor, rank):
+        return values[:, rank] if full else values.gather(1, rank[:, None])[:, 0]
+
+    def at_ranks(lo, hi, from_top: bool):
+        """The kept values of ascending ranks ``lo <= hi`` of every row (anything where ``count = 0``)."""
+        # how many values the nearer end must give; ranks grow with the count, so the fullest channel needs most
+        need = count - 1 - lo if from_top else hi
+        k = max(need if full else int(need.max()), 0) + 1
+        if k > TOPK_MAX_SHARE * width:
+            if not ordered:
+                ordered.append(torch.sort(pad(1.0), dim=1).values)         # kept values first, ascending
+            return pick(ordered[0], lo), pick(ordered[0], hi)
+        values = torch.topk(pad(-1.0 if from_top else 1.0), k, dim=1, largest=from_top).values
+        if from_top:                                  # ranks counted from the largest kept value
+            lo, hi = count - 1 - lo, count - 1 - hi
+            if not full:
+                lo, hi = lo.clamp(min=0), hi.clamp(min=0)
+        return pick(values, lo), pick(values, hi)
+
+    out: list[torch.Tensor] = []
+    for q in qs:
         if q == 0.0:
-            out[i] = rows.amin(1) if full else torch.where(count > 0, _kept_or_inf(rows, keep, 1.0).amin(1), 0.0)
+            out.append(rows.amin(1) if full else torch.where(count > 0, pad(1.0).amin(1), 0.0))
         elif q == 1.0:
-            out[i] = rows.amax(1) if full else torch.where(count > 0, _kept_or_inf(rows, keep, -1.0).amax(1), 0.0)
-    if any(v is None for v in out):
-        kept_first = rows if full else _kept_or_inf(rows, keep, 1.0)
-        ordered = torch.sort(kept_first, dim=1).values                             # kept values first, ascending
-        for i, q in enumerate(qs):
-            if out[i] is not None:
-                continue
+            out.append(rows.amax(1) if full else torch.where(count > 0, pad(-1.0).amax(1), 0.0))
+        elif full:
+            pos = q * float(max(count - 1, 0))
+            lo, hi = math.floor(pos), math.ceil(pos)
+            low, high = at_ranks(lo, hi, q > 0.5)
+            out.append(low + (high - low) * (pos - lo))
+        else:
             pos = q * (count - 1).clamp(min=0).to(torch.float64)
             lo, hi = pos.floor().long(), pos.ceil().long()
-            low, high = ordered.gather(1, lo[:, None])[:, 0], ordered.gather(1, hi[:, None])[:, 0]
+            low, high = at_ranks(lo, hi, q > 0.5)
             value = low + (high - low) * (pos - lo).to(torch.float32)
-            out[i] = torch.where(count > 0, value, 0.0)
+            out.append(torch.where(count > 0, value, 0.0))
     return out
 
 
@@ -249,10 +331,15 @@ class Quantizer(nn.Module):
         """Create learned state (if any) before the fine-tune's optimizer is built."""
 
     def fake(self, w: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoded weights in the forward pass, identity gradient in the backward pass (STE)."""
+        """Decoded weights in the forward pass, identity gradient in the backward pass (STE). ``mask``: the
+        kept positions (None: all); ``w`` is 0 at the pruned ones (the fine-tune passes ``w * mask``), and so is
+        the result (+0 or -0: a zero either way), so no second multiply by the mask is needed.
+
+        This is the definition, ``decode(encode(w))``; subclasses compute the same values densely (the tests
+        pin each one to this)."""
         with torch.no_grad():
             q = self.encode(w.detach().cpu(), mask).decode().to(w.device)
-        return w + (q - w).detach()
+        return _straight_through(w, q)
 
 
 class Float32(Quantizer):
@@ -291,25 +378,47 @@ class FixedPoint(Quantizer):
     def from_config(cls, quant_cfg, seed=0, side_bits=32):
         return cls(int(quant_cfg["bits"]), quant_cfg.get("rounding", "nearest"), seed, side_bits)
 
-    def frac_bits(self, kept: torch.Tensor) -> int:
-        peak = float(kept.abs().max()) if kept.numel() else 0.0
+    def frac_bits(self, w: torch.Tensor, keep: torch.Tensor | None = None) -> int:
+        """``n = b - 1 - ceil(log2(max |w|))`` over the kept positions (``keep`` None: all of ``w``)."""
+        size = w.abs() if keep is None else w.abs() * _as_float(keep)
+        peak = float(size.max()) if size.numel() else 0.0
         int_bits = math.ceil(math.log2(peak)) if peak > 0 else 0
         return self.bits - 1 - int_bits
 
-    def round(self, x: torch.Tensor) -> torch.Tensor:
+    def signed_codes(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``clamp(R(x), -2^(b-1), 2^(b-1) - 1)`` as float32 (integers, exact in float32 at <= 16 bits) for
+        ``x = w * 2^n``. Stochastic rounding draws one number per kept position (``keep`` None: every one) in
+        row-major order, so a dense ``x`` with pruned positions consumes the generator exactly as its kept
+        values alone do (``encode``); the pruned positions get no noise (``fake`` zeroes them)."""
+        half = 2 ** (self.bits - 1)
         if self.rounding == "nearest":
-            return torch.round(x)
-        if self.rounding == "floor":
-            return torch.floor(x)
-        return torch.floor(x + torch.rand(x.shape, generator=self.generator))
+            r = torch.round(x)
+        elif self.rounding == "floor":
+            r = torch.floor(x)
+        elif keep is None:
+            r = torch.floor(x + torch.rand(x.shape, generator=self.generator))
+        else:
+            noise = torch.rand(int(keep.sum()), generator=self.generator)
+            r = torch.floor(x + torch.zeros_like(x).masked_scatter_(keep, noise))
+        return torch.clamp(r, -half, half - 1)
 
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
         kept = w.detach().flatten()[m].to(torch.float32)
         n = self.frac_bits(kept)
-        half = 2 ** (self.bits - 1)
-        signed = torch.clamp(self.round(kept * 2.0 ** n), -half, half - 1)
-        return _finish("fixed_point", w, self.bits, m, (signed + half).to(torch.int64), frac_bits=n)
+        signed = self.signed_codes(kept * 2.0 ** n)
+        return _finish("fixed_point", w, self.bits, m, (signed + 2 ** (self.bits - 1)).to(torch.int64), frac_bits=n)
+
+    def fake(self, w, mask=None):
+        # decode(encode(w)) densely: decode's ``(code - 2^(b-1)) * 2^-n`` is ``signed * 2^-n``
+        with torch.no_grad():
+            keep = _dense_mask(w, mask)
+            wd = w.detach().cpu().to(torch.float32)
+            n = self.frac_bits(wd, keep)
+            q = self.signed_codes(wd * 2.0 ** n, keep).mul_(2.0 ** -n)
+            if keep is not None:
+                q.mul_(_as_float(keep))                    # pruned to (signed) 0: q is finite
+        return _straight_through(w, q.to(w.device))
 
 
 class Uniform(Quantizer):
@@ -334,13 +443,15 @@ class Uniform(Quantizer):
                    float(quant_cfg.get("clip", 1.0)), bool(quant_cfg.get("learn_step", False)), side_bits,
                    quant_cfg.get("granularity", "channel"))
 
-    def grid(self, w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def grid(self, w: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel (offset, step) of the 2^b-level grid, at ``side_bits`` precision: offset and step are
-        rounded together (both float16 or both float32), so the grid never moves by one and not the other."""
+        rounded together (both float16 or both float32), so the grid never moves by one and not the other.
+        ``mask`` None: every position kept."""
         levels = 2 ** self.bits - 1
         qs = (1 - self.clip, self.clip) if self.clip < 1.0 else (0.0, 1.0)
         lo, hi = _per_granularity(lambda v, m: _channel_quantiles(v, m, qs), w, mask, self.granularity)
-        step = torch.clamp((hi - lo) / levels * self.step_scale, min=1e-8)
+        step = (hi - lo) / levels
+        step = torch.clamp(step if self.step_scale == 1.0 else step * self.step_scale, min=1e-8)   # * 1: exact
         if self.step is not None:                          # the learned step replaces the derived one
             step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32).expand_as(lo).contiguous()
         if self.side_bits < 32:
@@ -369,37 +480,42 @@ class Uniform(Quantizer):
             self.step = nn.Parameter((step0 if self.granularity == "channel" else step0[:1]).to(w.device))
 
     def fake(self, w, mask=None):
+        keep = _dense_mask(w, mask)
         if not self.learn_step:
-            # decode(encode(w)) computed densely, without building an Encoded (the fine-tune's hot path; for an
-            # embedding it runs over the whole table every step): the same float32 operations per weight, so the
-            # values are identical, computed in place (one table-sized result instead of a temporary per operation)
+            # decode(encode(w)) computed densely: the same float32 operations per weight, so the values are
+            # identical (+, -, *, / and round are exact-rounded per element, so a per-channel value broadcast over
+            # its channel gives the bits that decode's per-weight gather gives), computed in place (one
+            # table-sized result instead of a temporary per operation)
             with torch.no_grad():
-                m = _flat_mask(w, mask).reshape(w.shape)
                 wd = w.detach().cpu().to(torch.float32)
-                offset, step = self.grid(wd, m)
-                shape = (-1,) + (1,) * (w.dim() - 1)
-                # materialized per weight, as encode/decode gather them (broadcast kernels may round differently)
-                offset = offset.view(shape).expand_as(wd).contiguous()
-                step = step.view(shape).expand_as(wd).contiguous()
+                offset, step = (t.view(_channel_shape(w)) for t in self.grid(wd, keep))
                 q = (wd - offset).div_(step).round_().clamp_(0, 2 ** self.bits - 1)     # codes
                 q = q.mul_(step).add_(offset)                                         # offset + codes * step
-                if not bool(m.all()):
+                if keep is not None:
                     # pruned positions to zero: a multiply rather than a (slow, branchy) masked fill; q is finite,
-                    # so this gives 0 (-0 for a negative q, which the straight-through sum below turns into the
-                    # same +0 as before)
-                    q.mul_(m)
-                q = q.to(w.device)
-            return w + (q - w).detach()
-        m = _flat_mask(w, mask).reshape(w.shape)
+                    # so this gives 0 (-0 for a negative q, which the straight-through sum turns into +0)
+                    q.mul_(_as_float(keep))
+            return _straight_through(w, q.to(w.device))
         self.prepare(w, mask)
-        offset, grid_step = self.grid(w.detach().cpu(), m)
-        shape = (-1,) + (1,) * (w.dim() - 1)
+        offset, grid_step = self.grid(w.detach().cpu(), keep)
+        shape = _channel_shape(w)
         step = self.step.abs().clamp(min=1e-8)
         step = step + (grid_step.to(w.device) - step).detach()   # the grid's (rounded) value, the step's gradient
         step, offset = step.view(shape), offset.to(w.device).view(shape)
         x = torch.clamp((w - offset) / step, 0, 2 ** self.bits - 1)
         x = x + (torch.round(x) - x).detach()              # STE rounding; the step still gets a gradient
-        return offset + x * step
+        q = offset + x * step
+        # pruned positions to 0, and no gradient from them to the step or to w
+        return q if keep is None else q * _as_float(keep).to(w.device)
+
+
+def _signed_alpha(w: torch.Tensor, alpha: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Binary/ternary ``decode`` densely: ``+alpha_c`` where ``w >= 0`` (code 1), ``-alpha_c`` below (code 0),
+    0 where ``keep`` is False. Decode multiplies alpha by ``+-1.0``, which is exact: the same bits as ``+-alpha``
+    (-0 where alpha is 0 and w < 0, and a zero's sign never survives the straight-through sum)."""
+    alpha = alpha.view(_channel_shape(w))
+    q = torch.where(w >= 0, alpha, -alpha)
+    return q if keep is None else q.mul_(_as_float(keep))
 
 
 class Binary(Quantizer):
@@ -407,12 +523,22 @@ class Binary(Quantizer):
 
     scheme, bits = "binary", 1
 
+    def alpha(self, w: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Per-channel ``alpha`` (mean |w| of the kept weights) at ``side_bits`` precision; ``keep`` None: all."""
+        return to_side_precision(_per_granularity(_channel_mean_abs, w, keep, self.granularity), self.side_bits)
+
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
         wd = w.detach().cpu().to(torch.float32)
-        alpha = to_side_precision(_per_granularity(_channel_mean_abs, wd, m.reshape(w.shape), self.granularity),
-                                  self.side_bits)
+        alpha = self.alpha(wd, m.reshape(w.shape))
         return _finish("binary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
+
+    def fake(self, w, mask=None):
+        with torch.no_grad():
+            keep = _dense_mask(w, mask)
+            wd = w.detach().cpu().to(torch.float32)
+            q = _signed_alpha(wd, self.alpha(wd, keep), keep)
+        return _straight_through(w, q.to(w.device))
 
 
 class Ternary(Quantizer):
@@ -430,16 +556,27 @@ class Ternary(Quantizer):
     def from_config(cls, quant_cfg, seed=0, side_bits=32):
         return cls(float(quant_cfg.get("threshold", 0.7)), side_bits, quant_cfg.get("granularity", "channel"))
 
+    def support(self, w: torch.Tensor, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the nonzero positions: kept and ``|w| >= delta_c``, per-channel ``alpha`` at ``side_bits``
+        precision) of a float32 ``w`` with ``keep`` (None: all kept) of its shape. ``delta`` is not stored."""
+        delta = self.threshold * _per_granularity(_channel_mean_abs, w, keep, self.granularity)
+        big = w.abs() >= delta.view(_channel_shape(w))     # a comparison: exact however delta is broadcast
+        nonzero = big if keep is None else keep & big
+        return nonzero, to_side_precision(_per_granularity(_channel_mean_abs, w, nonzero, self.granularity),
+                                          self.side_bits)
+
     def encode(self, w, mask=None):
-        m = _flat_mask(w, mask)
         wd = w.detach().cpu().to(torch.float32)
-        delta = self.threshold * _per_granularity(_channel_mean_abs, wd, m.reshape(w.shape), self.granularity)
-        per_channel = wd.numel() // wd.shape[0]
-        big = wd.flatten().abs() >= delta.repeat_interleave(per_channel)
-        m = m & big
-        alpha = to_side_precision(_per_granularity(_channel_mean_abs, wd, m.reshape(w.shape), self.granularity),
-                                  self.side_bits)  # delta: not stored
+        m, alpha = self.support(wd, _flat_mask(w, mask).reshape(w.shape))
+        m = m.flatten()
         return _finish("ternary", w, 1, m, (wd.flatten()[m] >= 0).to(torch.int64), scale=alpha)
+
+    def fake(self, w, mask=None):
+        with torch.no_grad():
+            wd = w.detach().cpu().to(torch.float32)
+            nonzero, alpha = self.support(wd, _dense_mask(w, mask))
+            q = _signed_alpha(wd, alpha, nonzero)
+        return _straight_through(w, q.to(w.device))
 
 
 #: ``compress.quant.scheme`` -> its quantizer class (``none`` is :class:`Float32`); the names, bit ranges and
