@@ -45,7 +45,15 @@ import torch
 from torch import nn
 
 from trainers.errors import InputError
-from trainers.options import BITS_OFF, CLIP_RANGE, GRANULARITIES, QUANT_SCHEMES, ROUNDINGS, SIDE_BITS, THRESHOLD_MAX
+from trainers.options import (
+    BITS_OFF,
+    CLIP_RANGE,
+    GRANULARITIES,
+    QUANT_SCHEMES,
+    ROUNDINGS,
+    SIDE_BITS,
+    THRESHOLD_MAX,
+)
 
 __all__ = [
     "Encoded", "Quantizer", "Float32", "FixedPoint", "Uniform", "Binary", "Ternary", "make_quantizer",
