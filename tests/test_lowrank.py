@@ -264,7 +264,7 @@ def test_a_factored_item_table_scores_as_two_products_with_the_dense_top_k(facto
     assert list(served.state_dict()) == list(loaded.state_dict())          # serving state: not in the file
     assert artifact.pack(served) == data
     with torch.no_grad():
-        h, u = served.net.encode(X)[:, -1], served.net.user_state(X)
+        h, u = served.net.encode(X, last_only=True), served.net.user_state(X)     # what serving computes
         q = h if u is None else h + u
         got, dense = served(X), loaded(X)
     a, b = enc.a.decode(), enc.b.decode()
@@ -310,3 +310,14 @@ def test_every_runtime_scores_from_the_files_factors_not_the_dense_table(factore
     assert got.abs().max() > 0.1
     tol = SCORE_TOL if runtime in ("fp32_dense", "torchscript", "onnxruntime") else 0.05 * float(want.abs().max())
     assert float((got - want).abs().max()) <= tol
+
+
+def test_the_fp32_reference_of_a_study_with_factored_tables_has_dense_ones():
+    # a study run with compress.lowrank.rank=4 as config (not sampled) must still be compared with dense fp32
+    from search.objective import reference_config
+
+    cfg = {"train": {"epochs": 5}, "compress": {"finetune_epochs": 5, "prune": {"ratio": 0.5}, "neurons": {"ratio": 0.2},
+                                                "quant": {"scheme": "uniform", "bits": 4}, "lowrank": {"rank": 4}}}
+    ref = reference_config(cfg)
+    assert ref["compress"]["lowrank"]["rank"] == 0 and ref["compress"]["quant"]["scheme"] == "none"
+    assert cfg["compress"]["lowrank"]["rank"] == 4                      # the study's config is left as it was

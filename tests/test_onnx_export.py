@@ -379,3 +379,17 @@ def test_every_runtime_ranks_a_factored_table_as_onnx_does(built) -> None:
         top = got.topk(10, dim=1).indices
         assert float((want.gather(1, top) - want.gather(1, best)).abs().max()) <= 2 * FP32_TOL, runtime
         assert torch.equal(top, best), runtime                              # this case: no near ties
+
+
+def test_seqrec_graph_computes_one_query_and_stacks_the_feature_tables(built, tmp_path) -> None:
+    """One block served: the graph attends from the last position only (no ``(T, T)`` causal mask: no Trilu, no
+    EyeLike) and reads the side features with one Gather on their stacked tables; its scores are the artifact's."""
+    path, X, _ = built["seqrec-uniform8-neurons"]
+    model = onnx.load(str(_save(path, "fp32", tmp_path / "m.onnx")))
+    ops = [n.op_type for n in model.graph.node]
+    assert "Trilu" not in ops and "EyeLike" not in ops
+    side_tables = [i for n in model.graph.node if n.op_type == "Concat" for i in n.input if ".side_emb." in i]
+    assert sorted(side_tables) == ["net.side_emb.0.weight", "net.side_emb.1.weight"]
+    expected, got = _artifact_scores(path, X), _ort_scores(tmp_path / "m.onnx", X)
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+    np.testing.assert_allclose(got, expected, rtol=FP32_TOL, atol=FP32_TOL)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.nn import functional as F
 
 from trainers import artifact
 from trainers.data import load_dataset, split_dataset
@@ -326,3 +327,94 @@ def test_logged_pyfunc_takes_top_k_as_a_param(served, tmp_path):
         info = log_pyfunc(served.path)
     top = mlflow.pyfunc.load_model(info.model_uri).predict(served.events, params={"top_k": 3})
     assert list(top.columns) == ["user", "rank", "item"] and top.groupby("user").size().eq(3).all()
+
+
+# ---------------------------------------------------------------- serving computes the last position only
+
+
+def _requests(n_items: int, side: list[int], user: list[int], rows: int = 48, length: int = 14) -> torch.Tensor:
+    """Left-padded windows (some empty, some longer than max_len) with ids up to 2 above each vocab (unseen)."""
+    g = torch.Generator().manual_seed(0)
+    chans = [torch.randint(1, n_items + 1, (rows, 1, length), generator=g)]
+    chans += [torch.randint(1, v + 3, (rows, 1, length), generator=g) for v in side]
+    chans += [torch.randint(1, v + 3, (rows, 1, 1), generator=g).expand(rows, 1, length) for v in user]
+    x = torch.cat(chans, dim=1)
+    lengths = torch.randint(0, length + 1, (rows,), generator=g)
+    lengths[:2] = torch.tensor([0, 1])                                          # an empty and a one-event window
+    return x.masked_fill((torch.arange(length)[None] < (length - lengths)[:, None])[:, None], 0)
+
+
+def _full_state_scores(net, x: torch.Tensor) -> torch.Tensor:
+    """The scores from every position's state (``encode`` as training computes it), the last one taken after."""
+    q = net.encode(x)[:, -1]
+    u = net.user_state(x)
+    q = q if u is None else q + u
+    return q @ net.item_emb.weight.T if net.item_at is None else (q @ net.item_bt) @ net.item_at
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+@pytest.mark.parametrize("side,user", [([], []), ([4, 6], []), ([4, 6], [3, 5])])
+@pytest.mark.parametrize("rank", [None, 3])
+def test_forward_scores_from_the_last_position_as_the_full_state_does(blocks, side, user, rank):
+    from trainers.compress.lowrank import factorize
+    from trainers.models.seqrec import SeqRec
+
+    torch.manual_seed(blocks)
+    net = SeqRec(n_items=60, d_model=16, heads=2, ffn_hidden=[24] * blocks, max_len=10, dropout=0.3,
+                 side_vocab=side, user_vocab=user).eval()
+    for emb in net.user_emb:
+        torch.nn.init.normal_(emb.weight)
+    if rank:
+        net.use_item_factors(*factorize(net.item_emb.weight.detach(), rank))
+    x = _requests(60, side, user)
+    with torch.no_grad():
+        assert net.encode(x, last_only=True).shape == (len(x), 16) and net.encode(x).shape == (len(x), 10, 16)
+        got, full = net(x), _full_state_scores(net, x)
+    assert torch.allclose(got, full, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got.topk(10).indices, full.topk(10).indices)
+
+
+def test_feature_lookups_in_one_stacked_table_sum_each_features_own_embedding():
+    from trainers.models.seqrec import SeqRec
+
+    net = SeqRec(n_items=30, d_model=8, max_len=6, side_vocab=[3, 5, 2], user_vocab=[4, 2])
+    for emb in net.user_emb:
+        torch.nn.init.normal_(emb.weight)
+    x = _requests(30, [3, 5, 2], [4, 2], length=6)
+    with torch.no_grad():
+        side = sum(emb(torch.where(x[:, c] <= v, x[:, c], 0)) for c, (emb, v) in
+                   enumerate(zip(net.side_emb, [3, 5, 2]), start=1))                 # one lookup per feature
+        user = sum(emb(torch.where(x[:, c, -1] <= v, x[:, c, -1], 0)) for c, (emb, v) in
+                   zip(range(4, 6), zip(net.user_emb, [4, 2])))
+        item_pos = F.embedding(x[:, 0], net.item_emb.weight) * 8 ** 0.5 + net.pos_emb.weight
+        net.blocks = torch.nn.ModuleList()                                        # the embeddings alone
+        net.ln = torch.nn.Identity()
+        net.dropout = torch.nn.Identity()
+        assert torch.allclose(net.encode(x), (item_pos + side) * (x[:, :1, :] > 0).transpose(1, 2), atol=1e-6)
+        assert torch.allclose(net.user_state(x), user, atol=1e-6)
+
+
+def test_training_still_learns_from_every_position():
+    """``training_loss`` is the cross-entropy of the next item at every position with an event: the last block
+    computes all of them in training (only serving's forward cuts it to the last)."""
+    from trainers.models.seqrec import SeqRec
+
+    net = SeqRec(n_items=20, d_model=8, ffn_hidden=[8], max_len=6, dropout=0.0, side_vocab=[3], user_vocab=[2])
+    x, y = _requests(20, [3], [2], rows=8, length=6), torch.randint(1, 21, (8,))
+    h = net.encode(x) + net.user_state(x)[:, None]
+    items = x[:, 0]
+    targets = torch.cat([items[:, 1:], y[:, None]], dim=1)
+    expected = F.cross_entropy(h[items > 0] @ net.item_emb.weight.T, targets[items > 0])
+    assert torch.allclose(net.training_loss(x, y), expected)
+
+
+def test_served_model_ranks_validation_rows_as_the_full_state_does(served, factored):
+    from trainers.measure import factored_scores
+
+    X = torch.from_numpy(served.ds.X[served.test])
+    for path in (served.path, factored.path):
+        net = factored_scores(artifact.load(path)).net
+        with torch.no_grad():
+            got, full = net(X), _full_state_scores(net, X)
+        assert torch.allclose(got, full, atol=1e-5)
+        assert torch.equal(top_items(got, X[:, 0], K), top_items(full, X[:, 0], K))
