@@ -65,6 +65,7 @@ def reference_config(cfg: Mapping[str, Any], train_epochs: int | None = None,
     comp["prune"]["ratio"] = 0.0
     comp["neurons"]["ratio"] = 0.0
     comp["quant"]["scheme"] = "none"
+    comp.setdefault("lowrank", {})["rank"] = 0        # dense tables: a factored table is compression too
     if train_epochs is not None:
         ref["train"]["epochs"] = int(train_epochs)
     return ref

@@ -442,7 +442,8 @@ def _reference_full_softmax_training(X, y, n_classes, train_cfg, seed):
     net = _new_seqrec(X, n_classes, seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(train_cfg["threads"])
-    optimizer = torch.optim.Adam(net.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
+                                 fused=True)   # as trainers.fit.make_optimizer builds it
     generator, bs = torch.Generator().manual_seed(seed), train_cfg["batch_size"]
     net.train()
     for _ in range(train_cfg["epochs"]):
