@@ -218,6 +218,123 @@ def latency(data: dict) -> str:
     return "\n".join(out)
 
 
+def _ci(c: list[float]) -> str:
+    return f"[{c[0]:.2f}, {c[1]:.2f}]"
+
+
+def seqrec_breakdown(data: dict) -> str:
+    """One row per (item table, runtime, forward): each stage's µs (the difference of consecutive cuts' medians),
+    the total, the total less the scoring product (encoder + per-call overhead), and last-position's gain."""
+    stages = list(next(iter(next(iter(data["tables"].values())).values()))["before"]["stage_us"])
+    m = data["machine"]
+    out = [f"{data['items']:,} items, `d_model` {data['d_model']}, `max_len` {data['max_len']}, {data['blocks']} block, "
+           f"side features {data['side_vocab']}, user features {data['user_vocab']}; {data['protocol']}. Machine: "
+           f"{m['cpu_count']} cores ({m['processor']}), torch {m['torch']}, shared with other jobs.", "",
+           "| item table | runtime | forward | " + " | ".join(f"{s} µs" for s in stages)
+           + " | total µs | total − scores µs | last vs full | same top-10 |",
+           "|---|---|---|" + "---:|" * (len(stages) + 4)]
+    encoder: dict[str, list[str]] = {}
+    for table, runtimes in data["tables"].items():
+        for rt, r in runtimes.items():
+            for fwd, label in (("before", "full (before)"), ("now", "last position (now)")):
+                e = r[fwd]
+                rest = e["total_us"] - e["stage_us"]["scores"]
+                gain = f"{r['now_vs_before_speedup']:.2f}×" if fwd == "now" else ""
+                same = ("yes" if r["same_top10"] else "**no**") if fwd == "now" else ""
+                out.append(f"| {table} | {rt} | {label} | " + " | ".join(f"{e['stage_us'][s]:.1f}" for s in stages)
+                           + f" | **{e['total_us']:.1f}** | {rest:.1f} | {gain} | {same} |")
+                if fwd == "now":
+                    encoder.setdefault(rt, []).append(f"{table} {rest:.1f}")
+    out += ["", "Encoder + per-call overhead (total − scores, last position): "
+            + "; ".join(f"{rt}: " + ", ".join(v) + " µs" for rt, v in encoder.items()) + "."]
+    return "\n".join(out)
+
+
+def seqrec_pareto(data: dict) -> str:
+    """Per setting: HR@10 against the fp32 reference, size, runtime, the paired speedup against the reference
+    artifact on its runtime, the re-measured speedup against fp32 on its fastest runtime, and (apart) against fp32
+    in torchscript."""
+    d, ref = data["data"], data["rows"][0]
+    fastest = min(ref["speedup_vs_fp32_on"], key=lambda rt: ref["speedup_vs_fp32_on"][rt]["fp32_ms"])
+    aa = ref["a_a"]
+    m = data["machine"]
+    out = [f"Data: {d['name']}, {d['n_users']:,} users × {d['n_items']:,} items; {data['fold']}; fp32 trained "
+           f"{data['train']['epochs']} epochs, compressed settings + {data['finetune_epochs']} fine-tune epochs, one "
+           f"seed. Latency: batch {data['latency']['batch_size']}, {data['latency']['threads']} thread, "
+           f"{data['latency']['repeats']} calls in {data['latency']['blocks']} alternating blocks. Machine: "
+           f"{m['cpu_count']} cores, shared with other jobs. {data['protocol']}.", "",
+           f"fp32 reference: HR@10 {ref['hr']:.4f}, NDCG@10 {ref['ndcg']:.4f}, {ref['size_bytes']:,} B, served on "
+           f"{ref['runtime']} ({1000 * ref['latency_ms']:.1f} µs); A/A {aa['speedup']:.3f} "
+           f"[{aa['speedup_ci_low']:.3f}, {aa['speedup_ci_high']:.3f}]. fp32 is fastest on {fastest} "
+           "(" + ", ".join(f"{rt} {1000 * v['fp32_ms']:.1f} µs" for rt, v in ref["speedup_vs_fp32_on"].items())
+           + ", measured next to each setting in turn).", "",
+           "| setting | HR@10 | Δ pt vs fp32 | size (B) | ratio | runtime | latency µs | paired speedup vs fp32 "
+           f"reference [95% CI] | re-measured vs fp32 on {fastest} [95% CI] | vs fp32 in torchscript [95% CI] "
+           "(not the fair comparison) |",
+           "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        on = r["speedup_vs_fp32_on"]
+        ts = on.get("torchscript")
+        ts_cell = f"{ts['speedup']:.2f}× {_ci(ts['ci'])}" if ts else "-"
+        if r is ref:
+            paired, delta = f"A/A {aa['speedup']:.2f}× [{aa['speedup_ci_low']:.2f}, {aa['speedup_ci_high']:.2f}]", ""
+        else:
+            paired, delta = f"**{r['speedup']:.2f}×** {_ci(r['speedup_ci'])}", f"{r['hr_vs_fp32_pt']:+.2f}"
+        out.append(f"| {r['setting']} | {r['hr']:.4f} | {delta} | {r['size_bytes']:,} | "
+                   f"{ref['size_bytes'] / r['size_bytes']:.1f}× | {r['runtime']} | {1000 * r['latency_ms']:.1f} | "
+                   f"{paired} | {on[fastest]['speedup']:.2f}× {_ci(on[fastest]['ci'])} | {ts_cell} |")
+    above = sum(r["hr"] > ref["hr"] for r in data["rows"][1:])
+    b = data.get("best_within_1pt")
+    out += ["", f"{above} of {len(data['rows']) - 1} compressed settings score above the fp32 reference's HR@10."]
+    if b:
+        out[-1] += (f" Best within 1 pt (by the speedup against fp32 at its fastest): **{b['setting']}** "
+                    f"({b['hr_vs_fp32_pt']:+.2f} pt, {b['runtime']}), paired {b['speedup']:.2f}× {_ci(b['speedup_ci'])}, "
+                    f"re-measured {b['speedup_vs_fastest_fp32']:.2f}× against fp32 on {fastest}; issue 11 asks for 2×.")
+    return "\n".join(out)
+
+
+def seqrec_study(data: dict) -> str:
+    """The command, the fp32 reference, and the study's Pareto trials plus the fastest trial within 1 pt."""
+    ref, pm = data["reference"], data["parent_metrics"]
+    trials = data["trials"]
+    out = [f"Command: `{data['command']}`.", "",
+           f"fp32 reference ({data['reference_runtime']}): HR@10 {ref['accuracy']:.4f} ± {ref['accuracy_std']:.4f} "
+           f"over folds, NDCG@10 {ref['ndcg']:.4f}, {ref['size_bytes']:,.0f} B, {1000 * ref['latency_ms']:.1f} µs "
+           f"(p90 {1000 * ref['latency_p90_ms']:.1f} µs), of which {1000 * pm['latency_overhead_ms']:.1f} µs "
+           f"({100 * pm['latency_overhead_share']:.0f}%) is the per-call overhead of an empty forward; A/A noise floor "
+           f"±{100 * data['latency_noise_a_a']:.1f}%. Popularity baseline HR@10 {pm['popularity_hr']:.4f}; fp32 trained "
+           f"{pm['reference_long_epochs']:.0f} epochs HR@10 {data['reference_long_accuracy']:.4f}. "
+           f"{data['n_complete']} trials complete, "
+           f"{sum(t['state'] == 'PRUNED' for t in trials)} pruned, {sum(bool(t.get('pareto')) for t in trials)} on "
+           f"the front (HR@10, size, latency); hypervolume {pm['hypervolume']:.4f}.", "",
+           "| trial | from | Pareto | HR@10 | Δ pt vs fp32 | size (B) | ratio | runtime | latency µs | "
+           "paired speedup [95% CI] | rank | bits | grid | prune | neurons | fine-tune epochs |",
+           "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    best = data.get("best_speedup_within_1pt")
+    shown = [t for t in trials if t.get("pareto") or (best and t["number"] == best["number"])]
+    for t in sorted(shown, key=lambda t: -t["speedup"]):
+        p = t["params"]
+        origin = f"recipe {t['recipe']}" if t["recipe"] else "TPE"
+        mark = "**yes**" if t["pareto"] else "no (fastest within 1 pt)"
+        out.append(f"| {t['number']} | {origin} | {mark} | {t['hr']:.4f} | {t['hr_vs_fp32_pt']:+.2f} | "
+                   f"{t['size_bytes']:,.0f} | {ref['size_bytes'] / t['size_bytes']:.0f}× | {t['runtime']} | "
+                   f"{1000 * t['latency_ms']:.1f} | {t['speedup']:.2f}× {_ci(t['speedup_ci'])} | "
+                   f"{p.get('compress.lowrank.rank', 0)} | {p.get('compress.quant.bits', p.get('compress.quant.scheme'))} | "
+                   f"{p.get('compress.quant.granularity', '-')} | {p.get('compress.prune.ratio', 0):.2f} | "
+                   f"{p.get('compress.neurons.ratio', 0):.2f} | {p.get('compress.finetune_epochs')} |")
+    lines = []
+    for key, label in (("best_speedup_within_1pt", "Fastest trial within 1 pt of fp32"),
+                       ("best_pareto_speedup_within_1pt", "fastest Pareto trial within 1 pt")):
+        if data.get(key):
+            b = data[key]
+            lines.append(f"{label}: trial {b['number']}, {b['speedup']:.2f}× {_ci(b['speedup_ci'])} "
+                         f"({b['hr_vs_fp32_pt']:+.2f} pt, {b['size_bytes']:,.0f} B)")
+    above = sum(t["hr"] > ref["accuracy"] for t in trials if t["state"] == "COMPLETE")
+    out += ["", "; ".join(lines) + f". {above} of {data['n_complete']} complete trials score above the fp32 "
+            "reference's HR@10; issue 11 asks for 2×."]
+    return "\n".join(out)
+
+
 SECTIONS = [
     ("compression.json", "Compression techniques on digits (`benchmarks/compression.py`)",
      "LeNet-300-100 trained once per setting on the development rows, scored on the held-out test split, every "
@@ -299,6 +416,33 @@ SECTIONS = [
      "mlp and cnn on digits (trained 6 epochs, one fine-tune epoch per compressed setting, 75/25 split); every "
      "latency timed against fp32 in the same process in alternating blocks. seqrec is not in this run (its "
      "training does not fit the 5-minute budget on 2 cores).", latency),
+    ("seqrec_breakdown_5000.json", "Where a seqrec request's time goes, 5,000 items (`benchmarks/seqrec_latency.py breakdown`)",
+     "The recommender's forward at batch 1 cut after each stage and timed in torchscript and onnxruntime (random "
+     "weights: latency does not depend on them); a stage's µs is the difference between consecutive cuts' medians, "
+     "so a stage of a few µs can come out negative (noise). *full (before)*: the last block computes every position, "
+     "the forward before `SeqRec.encode(last_only=True)`; *last position (now)*: only the last position, the forward "
+     "served now. Item table fp32 or factored at rank 4 / 8 (scored as `(q @ Bᵀ) @ Aᵀ`). Factoring shrinks only the "
+     "scoring product: the encoder plus per-call overhead (total − scores, ~57 µs in onnxruntime at this size) is "
+     "paid whatever the item table, which caps the speedup a compressed table can give. Measured on a shared 2-core "
+     "machine.", seqrec_breakdown),
+    ("seqrec_breakdown_20000.json", "Where a seqrec request's time goes, 20,000 items (`benchmarks/seqrec_latency.py breakdown --items 20000`)",
+     "As above with 20,000 items, where the scoring product is a larger share of a request.", seqrec_breakdown),
+    ("seqrec_pareto_5000.json", "Compressed recommenders against fp32 through the real pipeline, 5,000 items (`benchmarks/seqrec_latency.py pareto`)",
+     "Issue 11's done-means: `run_fold` trains the fp32 reference and builds compressed models from the same cached "
+     "fp32 base; each is written as an artifact, loaded back, served on its fastest runtime and timed against the "
+     "fp32 reference in alternating blocks. The fair speedup is against fp32 on its own fastest runtime; the "
+     "torchscript column compares against fp32 on a slower runtime and is shown only for that contrast. At 5,000 "
+     "items the best paired speedup within 1 pt is ~1.3–1.5×: issue 11's 2× is not reached, because the encoder "
+     "plus per-call overhead (~57 µs, see the breakdown above) is paid whatever the item table. The fp32 "
+     "reference's HR@10 is weak at this size (every compressed setting scores above it, one seed, one fold), so "
+     "the Δ pt column flatters compression. Measured on a shared 2-core machine.", seqrec_pareto),
+    ("seqrec_study_5000.json", "A seqrec study at 5,000 items (`python -m search.sweep`, `space=seqrec_compress`)",
+     "A real study with the recommender's compression space; speedup is each trial's paired speedup against the "
+     "fp32 reference artifact on its runtime (the latency objective), Pareto over (HR@10, size, latency). The "
+     "table lists the front and the fastest trial within 1 pt. As in the table above, the best speedup within 1 pt "
+     "stays at ~1.3× (issue 11's 2× is not reached: the encoder plus per-call overhead dominates a request at this "
+     "size) and the fp32 reference's HR@10 is weak (most compressed trials score above it). Measured on a shared "
+     "2-core machine.", seqrec_study),
 ]
 
 
