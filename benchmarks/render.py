@@ -79,6 +79,7 @@ def scale(data: dict) -> str:
 
 MODE_NAMES = {"recipes": "(a) seed recipes only", "random": "(b) random search", "tpe_before": "(c) TPE as before",
               "default": "(d) new default", "default_no_shrink": "(d) without shrink steps",
+              "default_shrink2": "(d) with a shrink step every 2nd trial", "default_shrink3": "(d) shrink step every 3rd trial",
               "default_gp": "(d) with the GP sampler",
               "default_nsga2": "(d) with NSGA-II", "default_random": "(d) with random sampling"}
 
