@@ -111,6 +111,16 @@ def search_wallclock(data: dict) -> str:
     return "\n".join(out)
 
 
+def finetune_step(data: dict) -> str:
+    """One fine-tune step per compression setting, against a plain training step of the same net."""
+    out = [f"{data['model']}, {data['rows_trained']} training rows, batch {data['batch_size']}, {data['epochs']} epochs "
+           f"({data['steps']} steps), {data['threads']} thread, best of {data['repeats']}; torch {data['torch']}; commit "
+           f"{data.get('commit', '?')}.", "",
+           "| setting | ms per step | × a training step |", "|---|---:|---:|"]
+    out += [f"| {r['setting']} | {r['ms_per_step']:.2f} | {r['vs_training']:.2f}× |" for r in data["rows"]]
+    return "\n".join(out)
+
+
 def trials_per_minute(data: dict) -> str:
     """Side-by-side pairs: the build before issue 9 against this one, trials per minute."""
     out = [data["note"], "", "| pair | data | code | fine-tune | finished (pruned) | trials/min | vs the pair's first |",
@@ -370,6 +380,20 @@ SECTIONS = [
      "fine-tune for narrow misses, and the fine-tune searched up to 60 epochs: (a) the six recipes, (b) random search, "
      "(d) the default, in one run per dataset. (d)/(a) is the ratio of the means over seeds; per seed and the "
      "hypervolume's axes are in the README.", search_wallclock),
+    ("search_wallclock_2026-11-27b.json", "The search against the expert recipe, 2026-11-27, second run (`benchmarks/search.py --wallclock`)",
+     "As above after the fine-tune got cheaper (dense fake quantization for every scheme, fused optimizer steps) and "
+     "the per-trial overhead smaller: more trials in the same 90 s. (a) the six recipes, (b) random search, (d) the "
+     "default, and on digits and breast_cancer the default with a shrink step every 2nd trial instead of every 3rd "
+     "(not better overall, so the default stays 3).", search_wallclock),
+    ("finetune_step_before.json", "What a fine-tune step cost before the dense fakes (`benchmarks/finetune_step.py` at d4cb3e0)",
+     "The fine-tune after compression trains through fake quantization and masks; on a small net its cost per step "
+     "is per-operation overhead, which decides trials per minute of a compress-only study. The same script run on "
+     "the build before session 6's fine-tune changes (non-fused optimizer, encode/decode fakes). Timings on the "
+     "shared 2-core machine move by ±20% between runs (the training step's too, so compare ms per step).",
+     finetune_step),
+    ("finetune_step.json", "What a fine-tune step costs now (`benchmarks/finetune_step.py`)",
+     "As above on this build (dense fakes for every scheme, topk clip quantiles, cached masks, fused optimizer), "
+     "run right after it.", finetune_step),
     ("trials_per_minute.json", "Trials per minute against the build before issue 9 (side by side)",
      "Issue 9 asks for 2.5x the trials per minute of the build it was filed against (fba977a) on compress-only with "
      "the MLP fixed. Measured with `python -m search.sweep` in two git worktrees at once (`benchmarks/trials_per_minute.py "
