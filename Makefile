@@ -39,6 +39,10 @@ bench: $(STAMP)  ## write benchmarks/results/*.json and docs/results.md (~4 h on
 	PYTHONPATH=. $(PY) benchmarks/workers.py --out benchmarks/results/workers.json
 	PYTHONPATH=. $(PY) benchmarks/recommender.py --out benchmarks/results/recommender.json
 	PYTHONPATH=. $(PY) benchmarks/recommender_scale.py --out benchmarks/results/recommender_scale.json
+	PYTHONPATH=. $(PY) benchmarks/finetune_step.py --out benchmarks/results/finetune_step.json
+	PYTHONPATH=. $(PY) benchmarks/latency.py --out benchmarks/results/latency.json
+	PYTHONPATH=. $(PY) benchmarks/seqrec_latency.py breakdown --items 5000
+	PYTHONPATH=. $(PY) benchmarks/seqrec_latency.py pareto --items 5000
 	$(PY) benchmarks/render.py
 
 mlflow-ui: $(STAMP)  ## browse the default MLflow store on http://127.0.0.1:5000 (README "Compare in the MLflow UI")
