@@ -325,7 +325,8 @@ def seqrec_study(data: dict) -> str:
     shown = [t for t in trials if t.get("pareto") or (best and t["number"] == best["number"])]
     for t in sorted(shown, key=lambda t: -t["speedup"]):
         p = t["params"]
-        origin = f"recipe {t['recipe']}" if t["recipe"] else "TPE"
+        origin = (f"recipe {t['recipe']}" if t["recipe"] else
+                  f"shrink of {t['shrink_of']}" if t.get("shrink_of") is not None else "TPE")
         mark = "**yes**" if t["pareto"] else "no (fastest within 1 pt)"
         out.append(f"| {t['number']} | {origin} | {mark} | {t['hr']:.4f} | {t['hr_vs_fp32_pt']:+.2f} | "
                    f"{t['size_bytes']:,.0f} | {ref['size_bytes'] / t['size_bytes']:.0f}× | {t['runtime']} | "
