@@ -88,34 +88,6 @@ def test_the_chosen_runtime_carries_its_own_throughput(paired):
     assert (result.paired is not None) == paired
 
 
-class _Sleeper(nn.Module):
-    """Takes ``seconds`` per call, plus ``burst`` seconds while a shared call counter is inside ``burst_calls``."""
-
-    def __init__(self, seconds: float, counter: list[int], burst_calls: range, burst: float = 0.004) -> None:
-        super().__init__()
-        self.seconds, self.counter, self.burst_calls, self.burst = seconds, counter, burst_calls, burst
-
-    def forward(self, x):
-        import time
-
-        self.counter[0] += 1
-        time.sleep(self.seconds + (self.burst if self.counter[0] in self.burst_calls else 0.0))
-        return x
-
-
-def test_runtimes_are_compared_in_rotating_rounds_so_a_burst_of_load_does_not_pick_the_slower():
-    # a burst of load over the first ~quarter of all calls: timed one after the other, the fast candidate (timed
-    # first) would take it all and lose; in rotating rounds both candidates see it alike and the fast one wins
-    from trainers.measure import _time_interleaved
-
-    counter = [0]
-    fast, slow = _Sleeper(0.0002, counter, range(5, 31)), _Sleeper(0.0008, counter, range(5, 31))
-    protocol = LatencyProtocol(warmup=2, repeats=40, blocks=10)
-    t_fast, t_slow = _time_interleaved([fast, slow], torch.zeros(8, 4), protocol)
-    assert len(t_fast) == len(t_slow) == 40 and counter[0] == 84
-    assert np.median(t_fast) < np.median(t_slow)
-
-
 @pytest.mark.parametrize("runtime", ["fp32_dense", "torchscript", "onnxruntime"])
 def test_empty_forward_is_timed_in_each_runtime(runtime):
     X = torch.randn(20, 64)

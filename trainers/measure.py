@@ -25,9 +25,8 @@ tried (:data:`RUNTIMES`, a registry: name -> :class:`Runtime`):
 * ``onnxruntime_int8``: the ONNX export whose <= 8-bit Linear weights run on ONNX Runtime's int8 kernels
   (``MatMulInteger`` with activations quantized per call; only where some Linear weights are <= 8 bits).
 
-The candidates are timed at ``batch_size`` in turn, in ``blocks`` rounds (the order rotating, so load that
-comes and goes hits them alike), and one replaces the current best only when at least 10% faster; the accuracy
-is then scored on the winner too. ``runtimes`` (config ``latency.runtimes``, null = all) restricts
+Each candidate is timed at ``batch_size`` and replaces the current best only when at least 10% faster; the
+accuracy is then scored on the winner too. ``runtimes`` (config ``latency.runtimes``, null = all) restricts
 the candidates, e.g. ``[onnxruntime, onnxruntime_int8]`` for a user who deploys on ONNX Runtime.
 
 Paired latency (:func:`measure_paired`): given a second served model, the study's fp32 reference, the winner
@@ -245,27 +244,6 @@ def measure_latency(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol
     )
 
 
-def _time_interleaved(models: list[nn.Module], X: torch.Tensor, protocol: LatencyProtocol) -> list[np.ndarray]:
-    """Per-call times (ms) of each of ``models`` timed in turn, in ``protocol.blocks`` rounds of
-    ``repeats // blocks`` calls each (after ``warmup`` untimed calls each), the order rotating every round: load
-    that comes and goes while the candidates are compared hits them all alike, where timing one after the other
-    could hand a slower runtime the win (a candidate timed during a burst of load loses to one timed after it).
-    Each model gets ``repeats`` timed calls in all (at least one per round), as :func:`measure_latency` gives one."""
-    p = protocol
-    calls = max(1, p.repeats // p.blocks)
-    batches = _batches(X, p.batch_size, max(p.warmup, calls))
-    times: list[list[np.ndarray]] = [[] for _ in models]
-    for m in models:
-        m.eval()
-    with _threads(p.threads):
-        for m in models:
-            _time_calls(m, batches[:p.warmup], p.warmup)
-        for b in range(p.blocks):
-            for i in (np.arange(len(models)) + b) % len(models):
-                times[i].append(_time_calls(models[i], batches[:calls], 0))
-    return [np.concatenate(t) for t in times]
-
-
 def _throughput(model: nn.Module, X: torch.Tensor, p: LatencyProtocol) -> float:
     """Rows per second at ``p.throughput_batch`` (median of ``max(5, repeats / 10)`` calls after 2 warm-up calls)."""
     tp_calls = _time_calls(model, _batches(X, p.throughput_batch, 2 + max(5, p.repeats // 10)), 2)
@@ -467,15 +445,12 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
         raise InputError("latency.runtimes", f"none of {list(protocol.runtimes or ())} applies to this model "
                                              f"(int8 runtimes need weights quantized to <= 8 bits); add "
                                              f"fp32_dense, torchscript or onnxruntime")
-    served = [build_runtime(model, name, example, protocol.threads) for name in names]
-    timings = _time_interleaved(served, X, protocol)
     best_model, best = None, None
-    for name, candidate, per_call in zip(names, served, timings):   # latency decides; throughput: the winner's
-        per_sample = per_call / protocol.batch_size
-        result = LatencyResult(float(np.median(per_sample)), float(np.percentile(per_sample, 90)), float("nan"),
-                               name, protocol)
+    for name in names:        # latency decides; throughput is measured for the winner only
+        served = build_runtime(model, name, example, protocol.threads)
+        result = measure_latency(served, X, protocol, name, throughput=False)
         if best is None or result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
-            best_model, best = candidate, result
+            best_model, best = served, result
     if reference is not None:
         return best_model, measure_paired(best_model, reference, X, protocol, best.runtime)
     with _threads(protocol.threads):
