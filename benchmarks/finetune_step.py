@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/finetune_step.py [--out benchmarks/results/finetune_step.json] [--repeats 3]
 
 LeNet-300-100 on digits (1,198 training rows, batch 64, 5 epochs = 95 steps, one thread): trained once, then for
-each setting :func:`trainers.compress.compress` runs its fine-tune (fake quantization and masks in the loop) on a
+each setting (conf/'s compress block plus the setting's keys) :func:`trainers.compress.compress` runs its fine-tune (fake quantization and masks in the loop) on a
 copy of that model. ``ms_per_step`` is the best of ``--repeats`` runs over the step count; ``vs_training`` divides it
 by a plain training step of the same net (``train`` on the uncompressed copy, same epochs).
 """
@@ -21,6 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._config import base_config, deep_merge  # noqa: E402
+
 #: the settings timed: name -> compress-config overrides (prune / neurons / quant blocks)
 SETTINGS: dict[str, dict] = {
     "no quantization": {},
@@ -36,17 +38,6 @@ SETTINGS: dict[str, dict] = {
     "ternary": {"quant": {"scheme": "ternary"}},
 }
 EPOCHS, BATCH, ROWS = 5, 64, 1198
-
-
-def _compress_cfg(overrides: dict) -> dict:
-    cfg = {"finetune_epochs": EPOCHS, "finetune_lr": None, "side_bits": 16, "lowrank": {"rank": 0},
-           "neurons": {"ratio": 0.0},
-           "prune": {"ratio": 0.0, "criterion": "magnitude", "schedule": "one_shot", "scope": "per_layer"},
-           "quant": {"scheme": "none", "bits": 8, "rounding": "nearest", "step_scale": 1.0, "clip": 1.0,
-                     "learn_step": False, "threshold": 0.7, "granularity": "channel", "quantize_first_last": True}}
-    for block, values in overrides.items():
-        cfg[block] = {**cfg[block], **values}
-    return cfg
 
 
 def main() -> None:
@@ -66,8 +57,9 @@ def main() -> None:
     X, y = load_digits(return_X_y=True)
     X = torch.tensor((X - X.mean(0)) / (X.std(0) + 1e-6), dtype=torch.float32)[:ROWS]
     y = torch.tensor(y)[:ROWS]
-    train_cfg = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "epochs": EPOCHS, "batch_size": BATCH,
-                 "threads": 1, "loss": "full"}
+    cfg = base_config("digits", "mlp")                    # conf/: the fine-tune and training a study starts from
+    train_cfg = {**cfg["train"], "epochs": EPOCHS, "batch_size": BATCH, "threads": 1}
+    compress_cfg = {**cfg["compress"], "finetune_epochs": EPOCHS}
     torch.manual_seed(0)
     base = MLP(X.shape[1], [300, 100], 10)
     train(base, X, y, train_cfg, 0, device="cpu")
@@ -85,8 +77,8 @@ def main() -> None:
     training = best_ms(lambda net: train(net, X, y, train_cfg, 1, device="cpu"))
     rows = [{"setting": "plain training", "ms_per_step": training, "vs_training": 1.0}]
     for name, overrides in SETTINGS.items():
-        cfg = _compress_cfg(overrides)
-        ms = best_ms(lambda net, cfg=cfg: compress(net, X, y, cfg, train_cfg, 0, device="cpu"))
+        setting = deep_merge(compress_cfg, overrides)
+        ms = best_ms(lambda net, setting=setting: compress(net, X, y, setting, train_cfg, 0, device="cpu"))
         rows.append({"setting": name, "ms_per_step": ms, "vs_training": ms / training})
         print(f"{name:50s} {ms:.2f} ms/step ({ms / training:.2f}x training)", flush=True)
     out = {"model": "MLP 64-300-100-10", "rows_trained": ROWS, "batch_size": BATCH, "epochs": EPOCHS, "steps": steps,

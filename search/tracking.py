@@ -456,9 +456,6 @@ class Tracker:
             self.client.log_artifact(run_id, str(path))
         return {MLFLOW_LOGGED_ARTIFACTS: json.dumps([{"path": names.FOLDS_TABLE, "type": "table"}])}
 
-    def rename(self, run_id: str, name: str) -> None:
-        self.client.update_run(run_id, name=name)
-
     def finish(self, run_id: str, name: str, status: str, metrics: Mapping[str, float] | None = None,
                tags: Mapping[str, Any] | None = None) -> None:
         """The last writes of a run: its last ``metrics``, ``tags`` and final ``name`` in one batch, then

@@ -338,9 +338,8 @@ def run_trial(ctx: Context, trial) -> str:
         message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         trial.set_user_attr("error", message[:1000])
         ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        tracker.log(run_id, tags={names.STATE: "FAIL", names.ERROR: message})
-        tracker.rename(run_id, trial_run_name(trial.number, cfg_dict, state="FAIL", digits=digits))
-        tracker.end_run(run_id, "FAILED")
+        tracker.finish(run_id, trial_run_name(trial.number, cfg_dict, state="FAIL", digits=digits), "FAILED",
+                       tags={names.STATE: "FAIL", names.ERROR: message})
         ctx.failed += 1
         ctx.last_error = f"trial {trial.number}: {message}"
         return "FAIL"
