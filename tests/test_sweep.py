@@ -108,8 +108,15 @@ def test_pareto_tags_are_exactly_the_non_dominated_trials(study_dir):
     signed = values * np.array([-1, 1, 1])
     expected = [not any(np.all(signed[j] <= signed[i]) and np.any(signed[j] < signed[i])
                         for j in range(len(trials))) for i in range(len(trials))]
-    assert [r.data.tags[names.PARETO] == "true" for r in trials] == expected
     assert expected == list(non_dominated_mask(values, ["maximize", "minimize", "minimize"]))
+    # the study's front ties latencies within its A/A noise (search.ledger.pareto_mask, brute-forced in
+    # tests/test_latency.py): the tags are exactly that front, a subset of the exact one (equal at zero noise)
+    from search.ledger import latency_noise, pareto_mask
+
+    noise = latency_noise(load_study(study_dir, "e2e"))
+    tagged = [r.data.tags[names.PARETO] == "true" for r in trials]
+    assert tagged == list(pareto_mask(values, [names.ACCURACY, names.SIZE_BYTES, names.LATENCY_MS], noise))
+    assert all(e for t, e in zip(tagged, expected) if t) and (noise > 0 or tagged == expected)
     (parent,) = runs(study_dir, "study")
     assert parent.data.metrics[names.N_PARETO] == sum(expected)
 
