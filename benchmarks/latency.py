@@ -193,6 +193,21 @@ def _processes(built: dict[str, Any], cand: str, runtime: str, ref_runtime: str,
             "reference_latency_spread": _spread([r["reference_ms"] for r in runs])}
 
 
+def _spread_rows(out: Path, result: dict[str, Any], protocol) -> list[dict[str, Any]]:
+    """The earlier runs' 5-process spreads (kept from ``out``) and this run's, one row per model."""
+    rows = json.loads(out.read_text()).get("spread_by_protocol", []) if out.exists() else []
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    for name, res in result["models"].items():
+        pr = res["processes"]
+        rows.append({"repeats": protocol.repeats, "blocks": protocol.blocks,
+                     "model": f"{name} ({time.strftime('%Y-%m-%d')} at {commit or 'unknown'})",
+                     "candidate": pr["candidate"], "runtime": pr["runtime"],
+                     **{f"{cond}_{what}_spread": pr[cond][f"{key}_spread"] for cond in ("idle", "busy")
+                        for what, key in (("speedup", "speedup"), ("latency", "latency"))},
+                     "wall_seconds": result["wall_seconds"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "latency.json"))
@@ -230,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    _protocol_args(args))}
             result["models"][f"{model}/{data}"] = res
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
+    result["spread_by_protocol"] = _spread_rows(Path(args.out), result, protocol)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out} in {result['wall_seconds']} s", file=sys.stderr)

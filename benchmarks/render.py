@@ -219,7 +219,8 @@ def latency(data: dict) -> str:
     if data.get("spread_by_protocol"):     # the same 5-process check under several protocols
         out += ["", "### The spread across 5 processes by protocol (`benchmarks/latency.py --repeats R --blocks B`)", "",
                 "Timed calls per measurement (`latency.repeats`, both sides together) and alternating blocks "
-                "(`latency.blocks`); the study's default is 100 / 10.", "",
+                f"(`latency.blocks`); the tables above used {data['protocol']['repeats']} / "
+                f"{data['protocol']['blocks']}, the study's default when they were measured.", "",
                 "| repeats / blocks | model | candidate (runtime) | paired speedup spread idle / busy core | "
                 "candidate latency spread idle / busy core |", "|---|---|---|---:|---:|"]
         for r in data["spread_by_protocol"]:

@@ -428,8 +428,8 @@ class Latency(Block):
     threads: Int(1) = Field(1, description="CPU threads while timing")
     batch_size: Int(1) = Field(1, description="requests of this many rows")
     warmup: Int(0) = Field(20, description="untimed calls first")
-    repeats: Int(1) = Field(100, description="timed calls")
-    blocks: Int(2) = Field(10, description="paired timing: alternating blocks of reference and candidate calls")
+    repeats: Int(1) = Field(400, description="timed calls")
+    blocks: Int(2) = Field(20, description="paired timing: alternating blocks of reference and candidate calls")
     throughput_batch: Int(1) = Field(256, description="batch of the throughput measure")
     runtimes: _distinct_names("runtime", RUNTIMES, non_empty=True, null=True) = Field(
         None, description="runtimes to try (null = all that apply)")

@@ -229,6 +229,7 @@ def test_the_latency_block_of_the_config_sets_the_paired_blocks():
     from trainers.measure import LatencyProtocol
 
     default = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sweep.yaml"))["latency"]
-    assert LatencyProtocol.from_config(default).blocks == LatencyProtocol().blocks == 10
-    steady = LatencyProtocol.from_config({**default, "repeats": 500, "blocks": 20})
-    assert (steady.repeats, steady.blocks) == (500, 20)
+    assert LatencyProtocol.from_config(default) == LatencyProtocol()            # one default, two places agree
+    assert (LatencyProtocol().repeats, LatencyProtocol().blocks) == (400, 20)
+    short = LatencyProtocol.from_config({**default, "repeats": 100, "blocks": 10})
+    assert (short.repeats, short.blocks) == (100, 10)

@@ -72,10 +72,10 @@ class LatencyProtocol:
     threads: int = 1
     batch_size: int = 1
     warmup: int = 20
-    repeats: int = 100
+    repeats: int = 400
     throughput_batch: int = 256
     runtimes: tuple[str, ...] | None = None     # candidate runtimes (names of RUNTIMES); None = all
-    blocks: int = 10                            # paired measurement: alternating rounds (reference, candidate)
+    blocks: int = 20                            # paired measurement: alternating rounds (reference, candidate)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LatencyProtocol:
