@@ -9,7 +9,8 @@ model that still has the accuracy they need and push one compression knob one st
    below the fp32 reference's, the smallest file (ties: the more accurate).
 2. **Child**: the parent's parameters with one knob moved one step toward a smaller model
    (:data:`MOVES`: more hidden units removed, more weights pruned, one bit fewer, ternary below 2-bit
-   uniform, one grid per tensor). Moves are tried in a seeded order; a child that was already tried is
+   uniform, one grid per tensor). Moves are tried in a seeded order (a parent far above the tolerance tries
+   bigger steps first: :data:`BIG_MOVES`); a child that was already tried is
    skipped, unless it missed the tolerance narrowly (by at most :data:`RETRY_BAND` tolerances): then it is
    tried once more with twice the fine-tune epochs (a longer fine-tune is what lets aggressive settings
    recover). When every move of the smallest parent is used up the next smallest parent is taken.
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-__all__ = ["SHRINK_ATTR", "MOVES", "Candidate", "parents", "children", "longer_finetune", "next_child", "signature"]
+__all__ = ["SHRINK_ATTR", "BIG_MOVES", "BIG_STEP_HEADROOM", "MOVES", "Candidate", "parents", "children", "longer_finetune", "next_child", "signature"]
 
 SHRINK_ATTR = "shrink_of"     # trial user attr (and MLflow tag): the parent trial a shrink step started from
 
@@ -77,6 +78,15 @@ MOVES: tuple[tuple[str, str, Callable[[Any, Any], Any], Callable[[Mapping[str, A
     ("compress.quant.scheme", "ternary", _choice("ternary"), _uniform_2bit_only),
     ("compress.quant.granularity", "tensor", _choice("tensor"), _always),
 )
+#: bigger steps of the same knobs, tried first (in a shuffled order, before the moves above) when the parent keeps
+#: at least :data:`BIG_STEP_HEADROOM` tolerances of accuracy above the floor: a parent far above the floor (a
+#: longer fine-tune often ends above fp32) would otherwise need many single steps to reach it
+BIG_MOVES: tuple[tuple[str, str, Callable[[Any, Any], Any], Callable[[Mapping[str, Any]], bool]], ...] = (
+    ("compress.neurons.ratio", "+0.20", _more_neurons_removed(0.20), _always),
+    ("compress.prune.ratio", "keep x0.5", _fewer_weights_kept(0.5), _always),
+    ("compress.quant.bits", "-2", _numeric(lambda bits: bits - 2), _always),
+)
+BIG_STEP_HEADROOM = 4.0
 #: a child that missed the tolerance by at most this many tolerances is tried once more with this many times
 #: the fine-tune epochs (``compress.finetune_epochs``, when the space samples it): aggressive settings often
 #: recover with a longer fine-tune (digits, 80% of the units removed: -1.1 pt after 20 epochs, -0.0 after 40)
@@ -120,20 +130,32 @@ def _in_range(distribution: Any, value: Any) -> Any | None:
     return min(max(value, distribution.low), distribution.high)
 
 
-def children(parent: Candidate, distributions: Mapping[str, Any], rng: random.Random) -> list[tuple[str, dict]]:
-    """``(move name, child params)`` for every move that changes one of the parent's sampled values, in an
-    order shuffled by ``rng``."""
+def _moved(parent: Candidate, distributions: Mapping[str, Any], moves: Sequence[tuple], rng: random.Random,
+           seen: set[tuple]) -> list[tuple[str, dict]]:
     out = []
-    for key, name, move, applies in MOVES:
+    for key, name, move, applies in moves:
         if key not in parent.params or key not in distributions or not applies(parent.params):
             continue
         old = parent.params[key]
         new = move(old, distributions[key])
         if new is None or new == old:
             continue
-        out.append((f"{key} {name}", {**parent.params, key: new}))
+        child = {**parent.params, key: new}
+        if signature(child) not in seen:          # a big step clipped to the bound equals a small one
+            seen.add(signature(child))
+            out.append((f"{key} {name}", child))
     rng.shuffle(out)
     return out
+
+
+def children(parent: Candidate, distributions: Mapping[str, Any], rng: random.Random,
+             headroom: float = 0.0) -> list[tuple[str, dict]]:
+    """``(move name, child params)`` for every move that changes one of the parent's sampled values, in an
+    order shuffled by ``rng``; with ``headroom`` (the parent's accuracy above the floor, in tolerances) of at
+    least :data:`BIG_STEP_HEADROOM`, the :data:`BIG_MOVES` first."""
+    seen: set[tuple] = set()
+    big = _moved(parent, distributions, BIG_MOVES, rng, seen) if headroom >= BIG_STEP_HEADROOM else []
+    return big + _moved(parent, distributions, MOVES, rng, seen)
 
 
 def longer_finetune(params: Mapping[str, Any], distributions: Mapping[str, Any]) -> dict | None:
@@ -156,8 +178,10 @@ def next_child(candidates: Sequence[Candidate], distributions: Mapping[str, Any]
     the tolerance or every child of every such parent was tried."""
     finished = {c.key: c.accuracy for c in candidates}
     near_miss = reference_accuracy - tolerance * (1.0 + RETRY_BAND)
+    floor = reference_accuracy - tolerance
     for parent in parents(candidates, reference_accuracy, tolerance):
-        for move, params in children(parent, distributions, rng):
+        headroom = (parent.accuracy - floor) / tolerance if tolerance > 0 else 0.0
+        for move, params in children(parent, distributions, rng, headroom):
             key = signature(params)
             if key not in tried:
                 return parent, move, params

@@ -9,7 +9,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search import names
-from search.shrink import Candidate, children, longer_finetune, next_child, parents, signature
+from search.shrink import (BIG_MOVES, BIG_STEP_HEADROOM, Candidate, children, longer_finetune, next_child, parents,
+                           signature)
 from tests.test_sweep import load_study, runs, sweep
 
 DISTRIBUTIONS = {
@@ -40,7 +41,7 @@ def test_every_move_makes_one_knob_smaller_and_stays_in_the_space():
     # at the bounds: clipped into the range, and no move at all where the value cannot change
     edge = {**PARAMS, "compress.neurons.ratio": 0.88, "compress.quant.bits": 2, "compress.prune.ratio": 0.97}
     moves = dict(children(Candidate(0, 0.97, 1000, edge), DISTRIBUTIONS, random.Random(0)))
-    assert sorted(moves) == ["compress.neurons.ratio +0.05", "compress.neurons.ratio +0.10"]
+    assert sorted(moves) == ["compress.neurons.ratio +0.10"]      # +0.05 clips to the same child: offered once
     assert moves["compress.neurons.ratio +0.10"]["compress.neurons.ratio"] == 0.9
 
 
@@ -140,3 +141,27 @@ def test_a_candidate_key_is_the_signature_of_its_params_computed_once():
     assert c.key == signature(c.params) == signature({"compress.prune.ratio": 0.5, "compress.quant.bits": 4})
     assert c.key is c.key                                   # cached on the (frozen) candidate
     assert c == Candidate(3, 0.97, 1000.0, dict(c.params))  # equality still by its fields
+
+
+def test_a_parent_far_above_the_floor_tries_the_big_steps_first():
+    parent = Candidate(0, 0.97, 1000, PARAMS)
+    big_names = {f"{key} {name}" for key, name, _, _ in BIG_MOVES}
+    far = children(parent, DISTRIBUTIONS, random.Random(0), headroom=BIG_STEP_HEADROOM)
+    assert {name for name, _ in far[:len(big_names)]} == big_names
+    assert {name for name, _ in far[len(big_names):]} & big_names == set()
+    moved = dict(far)
+    assert moved["compress.neurons.ratio +0.20"]["compress.neurons.ratio"] == pytest.approx(0.8)
+    assert moved["compress.prune.ratio keep x0.5"]["compress.prune.ratio"] == pytest.approx(0.9)
+    assert moved["compress.quant.bits -2"]["compress.quant.bits"] == 2          # clipped to the space's 2
+    near = children(parent, DISTRIBUTIONS, random.Random(0), headroom=BIG_STEP_HEADROOM - 0.1)
+    assert {name for name, _ in near} & big_names == set()
+
+
+def test_next_child_steps_big_from_a_parent_far_above_the_tolerance():
+    big_names = {f"{key} {name}" for key, name, _, _ in BIG_MOVES}
+    far = Candidate(0, 0.972 - 0.005 + 0.005 * (BIG_STEP_HEADROOM + 0.5), 1000, PARAMS)   # 4.5 tolerances above
+    _, move, _ = next_child([far], DISTRIBUTIONS, 0.972, 0.005, set(), random.Random(0))
+    assert move in big_names
+    near = Candidate(0, 0.972, 1000, PARAMS)                                           # 1 tolerance above the floor
+    _, move, _ = next_child([near], DISTRIBUTIONS, 0.972, 0.005, set(), random.Random(0))
+    assert move not in big_names
