@@ -429,6 +429,8 @@ class Latency(Block):
     batch_size: Int(1) = Field(1, description="requests of this many rows")
     warmup: Int(0) = Field(20, description="untimed calls first")
     repeats: Int(1) = Field(400, description="timed calls")
+    choice_repeats: Int(1) = Field(100, description="timed calls per candidate runtime while choosing one (the "
+                                                     "chosen one is then timed with repeats)")
     blocks: Int(2) = Field(20, description="paired timing: alternating blocks of reference and candidate calls")
     throughput_batch: Int(1) = Field(256, description="batch of the throughput measure")
     runtimes: _distinct_names("runtime", RUNTIMES, non_empty=True, null=True) = Field(

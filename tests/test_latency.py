@@ -88,6 +88,21 @@ def test_the_chosen_runtime_carries_its_own_throughput(paired):
     assert (result.paired is not None) == paired
 
 
+def test_candidates_are_screened_with_choice_repeats_and_the_winner_timed_with_repeats(monkeypatch):
+    import trainers.measure as measure
+
+    seen = []
+    real = measure._time_calls
+    monkeypatch.setattr(measure, "_time_calls", lambda model, batches, warmup: seen.append(len(batches) - warmup)
+                        or real(model, batches, warmup))
+    protocol = LatencyProtocol(warmup=2, repeats=40, choice_repeats=12, throughput_batch=8,
+                               runtimes=("fp32_dense", "torchscript"))
+    _, result = choose_runtime(_mlp(32), torch.randn(50, 64), protocol, None)
+    timed = [n for n in seen if n > 5]              # leave out the throughput calls (max(5, 12 // 10) = 5)
+    assert timed == [12, 12, 40]                    # two candidates screened, then the winner in full
+    assert result.protocol.repeats == 40
+
+
 @pytest.mark.parametrize("runtime", ["fp32_dense", "torchscript", "onnxruntime"])
 def test_empty_forward_is_timed_in_each_runtime(runtime):
     X = torch.randn(20, 64)
@@ -233,3 +248,6 @@ def test_the_latency_block_of_the_config_sets_the_paired_blocks():
     assert (LatencyProtocol().repeats, LatencyProtocol().blocks) == (400, 20)
     short = LatencyProtocol.from_config({**default, "repeats": 100, "blocks": 10})
     assert (short.repeats, short.blocks) == (100, 10)
+    # the runtime candidates are screened with choice_repeats calls, never more than the protocol's repeats
+    assert LatencyProtocol().screen_repeats == 100
+    assert LatencyProtocol(repeats=15).screen_repeats == 15

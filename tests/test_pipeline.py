@@ -70,7 +70,7 @@ def _check_result(result: FoldResult) -> None:
     assert 0.0 <= result.accuracy <= 1.0
     assert 0.0 <= result.sparsity <= 1.0 and result.avg_bits > 0
     assert result.latency_protocol == {"threads": 1, "batch_size": 1, "warmup": 3, "repeats": 15,
-                                       "throughput_batch": 32}
+                                       "choice_repeats": 100, "throughput_batch": 32}
     assert all(math.isfinite(v) for v in result.metrics().values())
 
 

@@ -142,6 +142,7 @@ BAD = [
     (["latency.batch_size=0"], "latency.batch_size", ">= 1"),
     (["latency.warmup=-1"], "latency.warmup", ">= 0"),
     (["latency.repeats=0"], "latency.repeats", ">= 1"),
+    (["latency.choice_repeats=0"], "latency.choice_repeats", ">= 1"),
     (["latency.throughput_batch=0"], "latency.throughput_batch", ">= 1"),
     (["mlflow.tracking_uri=''"], "mlflow.tracking_uri", "non-empty string"),
     (["mlflow.tracking_uri=null"], "mlflow.tracking_uri", "got None"),

@@ -5,7 +5,7 @@ duration of the measurement, inference mode, ``warmup`` untimed calls, then ``re
 request of ``batch_size`` real rows each (cycling through the evaluation rows); ``latency_ms`` is the
 median time per request divided by the batch size (per sample; equal to per request at the default
 batch size 1), ``latency_p90_ms`` its 90th percentile, ``throughput_per_s`` samples per second at
-``throughput_batch`` (median of ``max(5, repeats // 10)`` calls).
+``throughput_batch`` (median of ``max(5, min(choice_repeats, repeats) // 10)`` calls).
 
 Runtime: the loaded model is dense fp32 after unpacking (physically smaller after neuron pruning), except
 that a table the artifact stores as two factors (``compress.lowrank.rank``,
@@ -25,8 +25,10 @@ tried (:data:`RUNTIMES`, a registry: name -> :class:`Runtime`):
 * ``onnxruntime_int8``: the ONNX export whose <= 8-bit Linear weights run on ONNX Runtime's int8 kernels
   (``MatMulInteger`` with activations quantized per call; only where some Linear weights are <= 8 bits).
 
-Each candidate is timed at ``batch_size`` and replaces the current best only when at least 10% faster; the
-accuracy is then scored on the winner too. ``runtimes`` (config ``latency.runtimes``, null = all) restricts
+Each candidate is timed at ``batch_size`` with ``choice_repeats`` calls (at most ``repeats``) and replaces the current best only when
+at least 10% faster; the winner is then timed with the full ``repeats`` (against the reference when there is
+one) and the accuracy is scored on it too. Screening with fewer calls keeps the choice as cheap as it was with
+100 calls while the reported latency and speedup get the longer protocol. ``runtimes`` (config ``latency.runtimes``, null = all) restricts
 the candidates, e.g. ``[onnxruntime, onnxruntime_int8]`` for a user who deploys on ONNX Runtime.
 
 Paired latency (:func:`measure_paired`): given a second served model, the study's fp32 reference, the winner
@@ -73,6 +75,7 @@ class LatencyProtocol:
     batch_size: int = 1
     warmup: int = 20
     repeats: int = 400
+    choice_repeats: int = 100                   # timed calls per candidate runtime while choosing one
     throughput_batch: int = 256
     runtimes: tuple[str, ...] | None = None     # candidate runtimes (names of RUNTIMES); None = all
     blocks: int = 20                            # paired measurement: alternating rounds (reference, candidate)
@@ -85,7 +88,7 @@ class LatencyProtocol:
             InputError: at ``latency.runtimes`` for an unknown runtime or a value that is not a list.
         """
         kwargs: dict[str, Any] = {k: int(cfg[k]) for k in ("threads", "batch_size", "warmup", "repeats",
-                                                           "throughput_batch", "blocks") if k in cfg}
+                                                           "choice_repeats", "throughput_batch", "blocks") if k in cfg}
         runtimes = cfg.get("runtimes")
         if runtimes is not None:
             if isinstance(runtimes, str) or not isinstance(runtimes, Sequence) or not runtimes \
@@ -97,6 +100,11 @@ class LatencyProtocol:
                 raise InputError("latency.runtimes", f"unknown runtime {unknown[0]!r}; runtimes: {'|'.join(RUNTIMES)}")
             kwargs["runtimes"] = tuple(runtimes)
         return cls(**kwargs)
+
+    @property
+    def screen_repeats(self) -> int:
+        """Timed calls per candidate runtime while choosing one: ``choice_repeats``, at most ``repeats``."""
+        return min(self.choice_repeats, self.repeats)
 
     def as_dict(self) -> dict[str, Any]:
         """The protocol as logged (``runtimes`` only when restricted; ``blocks`` by :class:`LatencyResult`
@@ -245,8 +253,9 @@ def measure_latency(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol
 
 
 def _throughput(model: nn.Module, X: torch.Tensor, p: LatencyProtocol) -> float:
-    """Rows per second at ``p.throughput_batch`` (median of ``max(5, repeats / 10)`` calls after 2 warm-up calls)."""
-    tp_calls = _time_calls(model, _batches(X, p.throughput_batch, 2 + max(5, p.repeats // 10)), 2)
+    """Rows per second at ``p.throughput_batch`` (median of ``max(5, screen_repeats // 10)`` calls after 2 warm-up
+    calls)."""
+    tp_calls = _time_calls(model, _batches(X, p.throughput_batch, 2 + max(5, p.screen_repeats // 10)), 2)
     return float(p.throughput_batch / (np.median(tp_calls) / 1e3))
 
 
@@ -446,16 +455,15 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
                                              f"(int8 runtimes need weights quantized to <= 8 bits); add "
                                              f"fp32_dense, torchscript or onnxruntime")
     best_model, best = None, None
-    for name in names:        # latency decides; throughput is measured for the winner only
+    screen = replace(protocol, repeats=protocol.screen_repeats)
+    for name in names:        # latency decides; the winner is timed again with the full protocol
         served = build_runtime(model, name, example, protocol.threads)
-        result = measure_latency(served, X, protocol, name, throughput=False)
+        result = measure_latency(served, X, screen, name, throughput=False)
         if best is None or result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
             best_model, best = served, result
     if reference is not None:
         return best_model, measure_paired(best_model, reference, X, protocol, best.runtime)
-    with _threads(protocol.threads):
-        throughput = _throughput(best_model, X, protocol)
-    return best_model, replace(best, throughput_per_s=throughput)
+    return best_model, measure_latency(best_model, X, protocol, best.runtime)
 
 
 @torch.inference_mode()
