@@ -387,6 +387,10 @@ SECTIONS = [
      "the per-trial overhead smaller: more trials in the same 90 s. (a) the six recipes, (b) random search, (d) the "
      "default, and on digits and breast_cancer the default with a shrink step every 2nd trial instead of every 3rd "
      "(not better overall, so the default stays 3).", search_wallclock),
+    ("search_wallclock_2026-11-27c.json", "The search against the expert recipe, 2026-11-27, third run (`benchmarks/search.py --wallclock`)",
+     "As above at 2072864: shrink steps take bigger steps first from a parent far above the tolerance, and the "
+     "latency protocol is 400 calls in 20 blocks. (a) the six recipes, (b) random search, (d) the default; two "
+     "processes side by side (synthetic then digits on one core, breast_cancer on the other).", search_wallclock),
     ("finetune_step_before.json", "What a fine-tune step cost before the dense fakes (`benchmarks/finetune_step.py` at d4cb3e0)",
      "The fine-tune after compression trains through fake quantization and masks; on a small net its cost per step "
      "is per-operation overhead, which decides trials per minute of a compress-only study. The same script run on "
