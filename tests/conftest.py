@@ -2,7 +2,7 @@
 
 ``TINY`` is the one definition of the shrunk real sweep that the end-to-end tests run (in-process or as a
 subprocess); a file that needs something else says so beside its import (test_sweep.py and
-test_workers.py turn early stopping off, test_reproduce.py runs three trials).
+test_workers.py turn early stopping off, test_reproduce.py runs three trials without it).
 """
 
 from __future__ import annotations

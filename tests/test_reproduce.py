@@ -22,8 +22,9 @@ from tests import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "repro"
-#: the shared tiny study (tests/conftest.py), three trials
-TINY = ["study.n_trials=3", *conftest.TINY]
+#: the shared tiny study (tests/conftest.py), three trials, all run to the end: the tests reproduce, export and
+#: compare COMPLETE trials (the third is a shrink step, which the early stop may end after one fold)
+TINY = ["study.n_trials=3", "study.early_stop=false", *conftest.TINY]
 
 
 class Study:
