@@ -12,8 +12,8 @@ model that still has the accuracy they need and push one compression knob one st
    uniform, one grid per tensor). Moves are tried in a seeded order (a parent far above the tolerance tries
    bigger steps first: :data:`BIG_MOVES`); a child that was already tried is
    skipped, unless it missed the tolerance narrowly (by at most :data:`RETRY_BAND` tolerances): then it is
-   tried once more with twice the fine-tune epochs (a longer fine-tune is what lets aggressive settings
-   recover). When every move of the smallest parent is used up the next smallest parent is taken.
+   tried once more with twice the fine-tune epochs at twice the fine-tune learning rate (a longer, stronger
+   fine-tune is what lets aggressive settings recover). When every move of the smallest parent is used up the next smallest parent is taken.
 3. The child is enqueued (``study.enqueue_trial``) and runs like any trial: same folds, early stopping,
    constraints; it counts in ``study.n_trials``. Its run carries the tag ``shrink_of=<parent trial>``.
 
@@ -92,6 +92,10 @@ BIG_STEP_HEADROOM = 4.0
 #: recover with a longer fine-tune (digits, 80% of the units removed: -1.1 pt after 20 epochs, -0.0 after 40)
 RETRY_BAND, RETRY_EPOCHS_FACTOR = 3.0, 2.0
 EPOCHS_KEY = "compress.finetune_epochs"
+#: the retry also runs the fine-tune at this many times the learning rate (``compress.finetune_lr``, when sampled;
+#: clipped to the space): a longer fine-tune at the same small rate recovered less than one at a higher rate
+#: (generated 6-class set, 90 s studies, 3 seeds: best ratio within 0.5 pt 136x against 103x; digits 88x vs 82x)
+RETRY_LR_FACTOR, LR_KEY = 2.0, "compress.finetune_lr"
 
 
 @dataclass(frozen=True)
@@ -159,12 +163,20 @@ def children(parent: Candidate, distributions: Mapping[str, Any], rng: random.Ra
 
 
 def longer_finetune(params: Mapping[str, Any], distributions: Mapping[str, Any]) -> dict | None:
-    """``params`` with :data:`RETRY_EPOCHS_FACTOR` times the fine-tune epochs (clipped to the space), or
+    """``params`` with :data:`RETRY_EPOCHS_FACTOR` times the fine-tune epochs and, where the space samples it,
+    :data:`RETRY_LR_FACTOR` times the fine-tune learning rate (both clipped to the space), or
     ``None`` when the space does not sample them or they are at the bound already."""
     if EPOCHS_KEY not in params or EPOCHS_KEY not in distributions:
         return None
     new = _in_range(distributions[EPOCHS_KEY], params[EPOCHS_KEY] * RETRY_EPOCHS_FACTOR)
-    return None if new is None or new == params[EPOCHS_KEY] else {**params, EPOCHS_KEY: new}
+    if new is None or new == params[EPOCHS_KEY]:
+        return None
+    out = {**params, EPOCHS_KEY: new}
+    if params.get(LR_KEY) and LR_KEY in distributions:
+        lr = _in_range(distributions[LR_KEY], params[LR_KEY] * RETRY_LR_FACTOR)
+        if lr is not None:
+            out[LR_KEY] = lr
+    return out
 
 
 def signature(params: Mapping[str, Any]) -> tuple:

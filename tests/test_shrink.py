@@ -91,6 +91,16 @@ def test_longer_finetune_doubles_the_epochs_within_the_space():
     assert longer_finetune(PARAMS, EPOCHS) is None                        # not sampled: nothing to change
 
 
+def test_longer_finetune_also_doubles_the_finetune_lr_within_the_space():
+    space = {**EPOCHS, "compress.finetune_lr": FloatDistribution(3e-4, 1e-2, log=True)}
+    retry = longer_finetune({**PARAMS, "compress.finetune_epochs": 20, "compress.finetune_lr": 0.003}, space)
+    assert retry["compress.finetune_epochs"] == 40 and retry["compress.finetune_lr"] == pytest.approx(0.006)
+    clipped = longer_finetune({**PARAMS, "compress.finetune_epochs": 20, "compress.finetune_lr": 0.008}, space)
+    assert clipped["compress.finetune_lr"] == 0.01
+    # epochs at the bound: no retry, whatever the rate could still do
+    assert longer_finetune({**PARAMS, "compress.finetune_epochs": 60, "compress.finetune_lr": 0.003}, space) is None
+
+
 def test_a_narrow_miss_is_retried_once_with_twice_the_finetune():
     parent = Candidate(0, 0.972, 1000, {"compress.neurons.ratio": 0.6, "compress.finetune_epochs": 20})
     space = {k: EPOCHS[k] for k in parent.params}
