@@ -391,6 +391,10 @@ SECTIONS = [
      "As above at 2072864: shrink steps take bigger steps first from a parent far above the tolerance, and the "
      "latency protocol is 400 calls in 20 blocks. (a) the six recipes, (b) random search, (d) the default; two "
      "processes side by side (synthetic then digits on one core, breast_cancer on the other).", search_wallclock),
+    ("search_wallclock_2026-11-27d.json", "The search against the expert recipe, 2026-11-27, fourth run (`benchmarks/search.py --wallclock`)",
+     "As the third run at 5c747d9: a shrink child that missed the tolerance narrowly is retried with twice the "
+     "fine-tune epochs at twice the fine-tune learning rate, and runtime candidates are screened with 100 calls "
+     "(`latency.choice_repeats`). Same two processes side by side.", search_wallclock),
     ("finetune_step_before.json", "What a fine-tune step cost before the dense fakes (`benchmarks/finetune_step.py` at d4cb3e0)",
      "The fine-tune after compression trains through fake quantization and masks; on a small net its cost per step "
      "is per-operation overhead, which decides trials per minute of a compress-only study. The same script run on "
