@@ -202,8 +202,8 @@ def _spread_rows(out: Path, result: dict[str, Any], protocol) -> list[dict[str, 
         rows.append({"repeats": protocol.repeats, "blocks": protocol.blocks,
                      "model": f"{name} ({time.strftime('%Y-%m-%d')} at {commit or 'unknown'})",
                      "candidate": pr["candidate"], "runtime": pr["runtime"],
-                     **{f"{cond}_{what}_spread": pr[cond][f"{key}_spread"] for cond in ("idle", "busy")
-                        for what, key in (("speedup", "speedup"), ("latency", "latency"))},
+                     **{f"{cond}_{what}_spread": pr[cond][f"{what}_spread"] for cond in ("idle", "busy")
+                        for what in ("speedup", "latency")},
                      "wall_seconds": result["wall_seconds"]})
     return rows
 

@@ -13,7 +13,8 @@ model that still has the accuracy they need and push one compression knob one st
    bigger steps first: :data:`BIG_MOVES`); a child that was already tried is
    skipped, unless it missed the tolerance narrowly (by at most :data:`RETRY_BAND` tolerances): then it is
    tried once more with twice the fine-tune epochs at twice the fine-tune learning rate (a longer, stronger
-   fine-tune is what lets aggressive settings recover). When every move of the smallest parent is used up the next smallest parent is taken.
+   fine-tune is what lets aggressive settings recover). When every move of the smallest parent is used up the
+   next smallest parent is taken.
 3. The child is enqueued (``study.enqueue_trial``) and runs like any trial: same folds, early stopping,
    constraints; it counts in ``study.n_trials``. Its run carries the tag ``shrink_of=<parent trial>``.
 
@@ -33,7 +34,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-__all__ = ["SHRINK_ATTR", "BIG_MOVES", "BIG_STEP_HEADROOM", "MOVES", "Candidate", "parents", "children", "longer_finetune", "next_child", "signature"]
+__all__ = ["SHRINK_ATTR", "BIG_MOVES", "BIG_STEP_HEADROOM", "MOVES", "Candidate", "parents", "children",
+           "longer_finetune", "next_child", "signature"]
 
 SHRINK_ATTR = "shrink_of"     # trial user attr (and MLflow tag): the parent trial a shrink step started from
 

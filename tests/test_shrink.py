@@ -9,8 +9,16 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search import names
-from search.shrink import (BIG_MOVES, BIG_STEP_HEADROOM, Candidate, children, longer_finetune, next_child, parents,
-                           signature)
+from search.shrink import (
+    BIG_MOVES,
+    BIG_STEP_HEADROOM,
+    Candidate,
+    children,
+    longer_finetune,
+    next_child,
+    parents,
+    signature,
+)
 from tests.test_sweep import load_study, runs, sweep
 
 DISTRIBUTIONS = {

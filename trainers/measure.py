@@ -25,11 +25,12 @@ tried (:data:`RUNTIMES`, a registry: name -> :class:`Runtime`):
 * ``onnxruntime_int8``: the ONNX export whose <= 8-bit Linear weights run on ONNX Runtime's int8 kernels
   (``MatMulInteger`` with activations quantized per call; only where some Linear weights are <= 8 bits).
 
-Each candidate is timed at ``batch_size`` with ``choice_repeats`` calls (at most ``repeats``) and replaces the current best only when
-at least 10% faster; the winner is then timed with the full ``repeats`` (against the reference when there is
-one) and the accuracy is scored on it too. Screening with fewer calls keeps the choice as cheap as it was with
-100 calls while the reported latency and speedup get the longer protocol. ``runtimes`` (config ``latency.runtimes``, null = all) restricts
-the candidates, e.g. ``[onnxruntime, onnxruntime_int8]`` for a user who deploys on ONNX Runtime.
+Each candidate is timed at ``batch_size`` with ``choice_repeats`` calls (at most ``repeats``) and replaces the
+current best only when at least 10% faster; the winner is then timed with the full ``repeats`` (against the
+reference when there is one) and the accuracy is scored on it too. Screening with fewer calls keeps the choice as
+cheap as it was with 100 calls while the reported latency and speedup get the longer protocol; a single candidate
+is not screened. ``runtimes`` (config ``latency.runtimes``, null = all) restricts the candidates, e.g.
+``[onnxruntime, onnxruntime_int8]`` for a user who deploys on ONNX Runtime.
 
 Paired latency (:func:`measure_paired`): given a second served model, the study's fp32 reference, the winner
 is timed against it in the same process in alternating blocks (reference, candidate, candidate, reference,
@@ -454,6 +455,8 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
         raise InputError("latency.runtimes", f"none of {list(protocol.runtimes or ())} applies to this model "
                                              f"(int8 runtimes need weights quantized to <= 8 bits); add "
                                              f"fp32_dense, torchscript or onnxruntime")
+    if len(names) == 1:       # nothing to choose: no screening, straight to the full measurement
+        return choose_runtime(model, X, protocol, quantized_bits, names[0], reference)
     best_model, best = None, None
     screen = replace(protocol, repeats=protocol.screen_repeats)
     for name in names:        # latency decides; the winner is timed again with the full protocol
