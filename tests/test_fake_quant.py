@@ -1,11 +1,12 @@
 """The fine-tune's dense fake quantizers and their helpers compute exactly what the reference computations
 do: ``fake(w, mask)`` is bit-for-bit ``decode(encode(w, mask))`` through the straight-through estimator (the
-base class's :meth:`Quantizer.fake`), the ``topk`` quantiles are the sorted rows' quantiles, the masked
+base class's :meth:`Quantizer.fake`), the quantiles are those of torch's sorted rows, the masked
 parametrization is ``Q(w * mask) * mask`` in value and gradient, and the pruning masks are those of a stable
 sort."""
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import pytest
@@ -128,34 +129,66 @@ def test_set_mask_updates_the_mask_and_what_is_derived_from_it() -> None:
     assert p.dense and "keep" not in p.state_dict()                 # the bool copy is not saved
 
 
-# ---------------------------------------------------------------- quantiles: topk and sort give the same values
+@pytest.mark.parametrize("quantizer", [Uniform(3, clip=0.9), Uniform(4), Binary(), FixedPoint(5)],
+                         ids=["uniform-clip", "uniform", "binary", "fixed_point"])
+def test_a_mask_changed_in_place_is_never_served_what_its_old_state_derived(quantizer) -> None:
+    """What the fakes derive from a mask (counts, float form, bounds) is reused between steps; each gradual
+    pruning step changes the mask in place (``set_mask``), and the next forward pass must see the new mask."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(6, 40, generator=g)
+    p = _MaskedQuantized(torch.rand(6, 40, generator=g) > 0.3, quantizer)
+    for _ in range(4):
+        p(w)                                                                # derive, then reuse, from this state
+        new = p.keep & (torch.rand(6, 40, generator=g) > 0.3)
+        p.set_mask(new)
+        assert _same_bits(p(w), quantizer.fake(w * new.clone(), new.clone()))   # a new tensor: nothing reused
+        assert _same_bits(p(w), Quantizer.fake(quantizer, w * new, new))         # the definition, decode(encode)
+
+
+# ---------------------------------------------------------------- quantiles: the values of torch's sorted rows
+
+
+def _quantiles_by_torch_sort(w: torch.Tensor, mask: torch.Tensor | None, q: float) -> torch.Tensor:
+    """Channel by channel: the kept values sorted by torch, interpolated as ``_channel_quantiles`` does."""
+    out = []
+    for c in range(w.shape[0]):
+        kept = w[c].flatten() if mask is None else w[c].flatten()[mask[c].flatten()]
+        if not len(kept):
+            out.append(torch.tensor(0.0))
+            continue
+        ordered = torch.sort(kept).values
+        pos = q * float(len(kept) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        out.append(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo) if 0.0 < q < 1.0
+                   else ordered[0 if q == 0.0 else -1])
+    return torch.stack(out)
 
 
 @pytest.mark.parametrize("qs", [(0.01, 0.99), (0.03, 0.97), (0.2, 0.8), (0.4, 0.6), (0.0, 0.5, 0.9), (0.1, 1.0)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_topk_quantiles_equal_the_sort_path(monkeypatch, qs, masked) -> None:
-    """The ``topk`` selection reads exactly the values of the sorted rows, at both ends, with ties, exact
-    zeros of either sign, channels keeping 0, 1 or 2 weights (and the sort fallback for a wide ``k``)."""
+def test_quantiles_are_those_of_torchs_sorted_rows_bit_for_bit(qs, masked) -> None:
+    """The vectorized quantiles (numpy's row sort) read exactly the values torch's sort gives each channel, at
+    both ends, with ties, exact zeros of either sign, channels keeping 0, 1 or 2 weights."""
     g = torch.Generator().manual_seed(11)
     w = torch.round(torch.randn(40, 64, generator=g) * 3) / 3                          # many ties
     w[5] = -0.0
     w[6, ::2] = 0.0
+    w[7, ::2] = -0.0
     mask = torch.rand(40, 64, generator=g) > 0.3 if masked else None
     if masked:
         mask[0], mask[1], mask[2] = False, False, False
         mask[1, 7] = True
         mask[2, 3:5] = True
-    topk = _channel_quantiles(w, mask, qs)
-    monkeypatch.setattr(quantize, "TOPK_MAX_SHARE", 0.0)                                # always sort
-    sort = _channel_quantiles(w, mask, qs)
-    assert all(_same_bits(a, b) for a, b in zip(topk, sort))
+    got = _channel_quantiles(w, mask, qs)
+    for q, values in zip(qs, got):
+        assert _same_bits(values, _quantiles_by_torch_sort(w, mask, q))
     kept = torch.ones_like(w, dtype=torch.bool) if mask is None else mask
-    for q, got in zip(qs, sort):                                    # and both are torch.quantile's values
+    for q, values in zip(qs, got):                                  # and they are torch.quantile's values
         for c in range(3, 40, 9):
             expected = torch.quantile(w[c][kept[c]], q)
-            assert got[c].item() == pytest.approx(expected.item(), abs=1e-5)
+            assert values[c].item() == pytest.approx(expected.item(), abs=1e-5)
     if masked:
-        assert all(t[0].item() == 0.0 for t in topk)                # a fully pruned channel
+        assert all(t[0].item() == 0.0 for t in got)                 # a fully pruned channel
 
 
 def test_unpruned_quantiles_with_python_ranks_equal_the_masked_per_channel_ranks() -> None:

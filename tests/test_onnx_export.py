@@ -203,6 +203,27 @@ def test_exported_int8_file_predicts_what_the_onnxruntime_int8_runtime_scored(bu
     np.testing.assert_allclose(got, scored, rtol=FP32_TOL, atol=FP32_TOL)
 
 
+def test_a_model_is_traced_once_for_both_weight_forms_until_a_weight_changes(built, monkeypatch) -> None:
+    """The runtime choice exports fp32 and int8 of the same loaded model: the second reuses the first trace
+    (the same graph bytes), and a weight changed in place is traced again, so the graph holds the new value."""
+    path, _, _ = built["mlp-neurons-fixed6"]
+    loaded = artifact.load(path)
+    traces = []
+    export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (traces.append(1), export(*a, **k))[1])
+    fresh = to_onnx(artifact.load(path), "int8")
+    first, second = to_onnx(loaded, "fp32"), to_onnx(loaded, "int8")
+    assert len(traces) == 2                                     # the other model object, then `loaded` once
+    assert second.SerializeToString() == fresh.SerializeToString()
+    assert to_onnx(loaded, "fp32").SerializeToString() == first.SerializeToString() and len(traces) == 2
+    name, weight = next((n, t) for n, t in loaded.state_dict().items() if n.endswith("weight"))
+    with torch.no_grad():
+        weight.add_(1.0)
+    changed = {i.name: onnx.numpy_helper.to_array(i) for i in to_onnx(loaded, "fp32").graph.initializer}
+    assert len(traces) == 3
+    np.testing.assert_array_equal(changed[name], weight.numpy())
+
+
 # ---------------------------------------------------------------- the runtime registry
 
 

@@ -7,6 +7,7 @@ loop).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -183,13 +184,14 @@ def _train_loop(model, X, y, train_cfg, seed, epochs, lr, dev, on_step, distill)
                         + distill.weight * distillation_loss(logits, soft, distill.temperature))
             else:
                 loss = loss_fn(model(xb), yb)
-            if not torch.isfinite(loss):
+            value = loss.item()                 # one read of the loss for the check and the epoch's mean
+            if not math.isfinite(value):
                 model.cpu()
-                raise TrainingDiverged(f"loss became {loss.item()} at step {step} (lr={lr})")
+                raise TrainingDiverged(f"loss became {value} at step {step} (lr={lr})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            running += loss.item() * len(idx)
+            running += value * len(idx)
             step += 1
         epoch_loss = running / n
     model.cpu().eval()

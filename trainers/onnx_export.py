@@ -72,6 +72,7 @@ import io
 import json
 import os
 import warnings
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,27 @@ def _trace_input(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor
     return example.repeat((2,) + (1,) * (example.dim() - 1))[:2] if len(example) < 2 else example
 
 
+#: the last exported graph of each model still alive, as ``(signature, serialized graph)``: the runtime choice
+#: builds both ONNX candidates (fp32 and int8) of one loaded model, and tracing it twice cost ~12 ms a trial
+_EXPORTED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, bytes]] = weakref.WeakKeyDictionary()
+
+
+def _signature(model: nn.Module, example: torch.Tensor) -> tuple:
+    """What the traced graph depends on: every tensor of the model as it is now (storage and in-place version:
+    a changed weight bumps ``_version``) and the example rows traced on."""
+    state = tuple((name, t.data_ptr(), t._version, tuple(t.shape)) for name, t in model.state_dict().items())
+    return state, example.dtype, tuple(example.shape), example.detach().cpu().numpy().tobytes()
+
+
 def _export(model: nn.Module, example: torch.Tensor):
-    """The float32 graph of ``model`` (TorchScript exporter, initializers named as the state dict)."""
+    """The float32 graph of ``model`` (TorchScript exporter, initializers named as the state dict), a fresh
+    ``ModelProto`` on every call (callers edit it); a model exported before, unchanged, is not traced again."""
     import onnx
 
+    signature = _signature(model, example)
+    cached = _EXPORTED.get(model)
+    if cached is not None and cached[0] == signature:
+        return onnx.load_from_string(cached[1])
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")              # the TorchScript exporter is deprecated (module docstring)
@@ -180,6 +198,7 @@ def _export(model: nn.Module, example: torch.Tensor):
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           do_constant_folding=False)   # keeps weights under their state-dict names
+    _EXPORTED[model] = (signature, buf.getvalue())
     return onnx.load_from_string(buf.getvalue())
 
 
