@@ -86,12 +86,16 @@ def to_side_precision(t: torch.Tensor, bits: int) -> torch.Tensor:
     _check_side_bits(bits)
     if bits == 32:
         return t
-    # elementwise (no gather of the nonzero values: this runs in every fine-tune step), in numpy: a handful of
-    # operations on a few hundred values, which cost a third of torch's per-operation overhead (comparisons
-    # are exact: both bounds are float32 numbers); NaN fails every test
-    size = np.abs(t.detach().cpu().numpy())
-    fits = bool(((size == 0) | ((size >= FP16_MIN_NORMAL) & (size <= FP16_MAX))).all())
-    return t.to(torch.float16).to(torch.float32) if fits else t
+    return t.to(torch.float16).to(torch.float32) if _fits_float16(t.detach().cpu().numpy()) else t
+
+
+def _fits_float16(values: np.ndarray) -> bool:
+    """Whether every value of the float32 ``values`` survives float16 (:func:`to_side_precision`'s test).
+    Elementwise (no gather of the nonzero values: this runs in every fine-tune step), in numpy: a handful of
+    operations on a few hundred values, which cost a third of torch's per-operation overhead (comparisons are
+    exact: both bounds are float32 numbers); NaN fails every test."""
+    size = np.abs(values)
+    return bool(((size == 0) | ((size >= FP16_MIN_NORMAL) & (size <= FP16_MAX))).all())
 
 
 @dataclass
@@ -462,19 +466,26 @@ class Uniform(Quantizer):
         ``mask`` None: every position kept."""
         levels = 2 ** self.bits - 1
         qs = (1 - self.clip, self.clip) if self.clip < 1.0 else (0.0, 1.0)
-        lo, hi = _per_granularity(lambda v, m: _channel_quantiles(v, m, qs), w, mask, self.granularity)
-        step = (hi - lo) / levels
-        step = torch.clamp(step if self.step_scale == 1.0 else step * self.step_scale, min=1e-8)   # * 1: exact
+        lo, hi = (t.numpy() for t in
+                  _per_granularity(lambda v, m: _channel_quantiles(v, m, qs), w, mask, self.granularity))
+        # per-channel vectors of a few hundred values: numpy's float32 arithmetic (the same IEEE operations,
+        # every Python number as the float32 torch would make of it) at a third of torch's per-call cost
         if self.step is not None:                          # the learned step replaces the derived one
-            step = self.step.detach().abs().clamp(min=1e-8).cpu().to(torch.float32).expand_as(lo).contiguous()
+            learned = np.abs(self.step.detach().cpu().to(torch.float32).numpy())
+            step = np.broadcast_to(np.maximum(learned, np.float32(1e-8)), lo.shape).copy()
+        else:
+            step = (hi - lo) / np.float32(levels)
+            if self.step_scale != 1.0:
+                step = step * np.float32(self.step_scale)
+            step = np.maximum(step, np.float32(1e-8))
         if self.side_bits < 32:
             # a channel with one distinct kept value (or none) takes any step (error <= step / 2): use one that
             # float16 holds, so a single such channel does not keep the whole layer's grid in float32
-            step = torch.where(hi > lo, step, step.clamp(min=FP16_MIN_NORMAL))
-        offset = (lo + hi) / 2 - step * (levels / 2)
-        if self.side_bits < 32:
-            offset, step = to_side_precision(torch.stack([offset, step]), self.side_bits).unbind(0)
-        return offset, step
+            step = np.where(hi > lo, step, np.maximum(step, np.float32(FP16_MIN_NORMAL)))
+        offset = (lo + hi) / np.float32(2) - step * np.float32(levels / 2)
+        if self.side_bits < 32 and _fits_float16(np.stack([offset, step])):   # rounded together, or neither
+            offset, step = offset.astype(np.float16).astype(np.float32), step.astype(np.float16).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(offset)), torch.from_numpy(np.ascontiguousarray(step))
 
     def encode(self, w, mask=None):
         m = _flat_mask(w, mask)
