@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,7 +84,8 @@ def main() -> None:
         print(f"{name:50s} {ms:.2f} ms/step ({ms / training:.2f}x training)", flush=True)
     out = {"model": "MLP 64-300-100-10", "rows_trained": ROWS, "batch_size": BATCH, "epochs": EPOCHS, "steps": steps,
            "threads": 1, "repeats": args.repeats, "torch": torch.__version__, "machine": platform.machine(),
-           "rows": rows}
+           "rows": rows, "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                                  capture_output=True, text=True).stdout.strip()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
 

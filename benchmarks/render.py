@@ -401,9 +401,14 @@ SECTIONS = [
      "the build before session 6's fine-tune changes (non-fused optimizer, encode/decode fakes). Timings on the "
      "shared 2-core machine move by ±20% between runs (the training step's too, so compare ms per step).",
      finetune_step),
+    ("finetune_step_508a42a.json", "What a fine-tune step cost at 508a42a (`benchmarks/finetune_step.py`)",
+     "As above on session 6's build (dense fakes for every scheme, topk clip quantiles, cached masks, fused "
+     "optimizer), run right after it.", finetune_step),
     ("finetune_step.json", "What a fine-tune step costs now (`benchmarks/finetune_step.py`)",
-     "As above on this build (dense fakes for every scheme, topk clip quantiles, cached masks, fused optimizer), "
-     "run right after it.", finetune_step),
+     "As above on this build (session 8: clip quantiles and pruning thresholds read off numpy's sort, binary and "
+     "ternary signs by a multiply, the uniform grid's per-channel arithmetic in numpy, what a mask derives cached "
+     "until it changes; the same values bit for bit). Another day on the same machine: its plain training step ran "
+     "0.81 ms where the run above had 0.70, so compare the x-a-training-step column.", finetune_step),
     ("trials_per_minute.json", "Trials per minute against the build before issue 9 (side by side)",
      "Issue 9 asks for 2.5x the trials per minute of the build it was filed against (fba977a) on compress-only with "
      "the MLP fixed. Measured with `python -m search.sweep` in two git worktrees at once (`benchmarks/trials_per_minute.py "

@@ -342,7 +342,7 @@ class Train(Block):
     epochs: Int(1) = Field(20, description="training epochs")
     batch_size: Int(1) = Field(64, description="mini-batch size")
     momentum: Num(0, 1, hi_open=True) = Field(0.9, description="sgd only")
-    threads: Int(1) = Field(1, description="CPU threads for training")
+    threads: Int(1) = Field(1, description="CPU threads for training, compression and scoring")
     loss: OneOf(*options.LOSSES) = Field(
         "full", description="ranking models: full softmax over every item, or sampled softmax (large catalogues)")
     negatives: Int(1) = Field(options.DEFAULT_NEGATIVES,

@@ -50,7 +50,6 @@ import copy
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -59,6 +58,7 @@ import torch
 from torch import nn
 
 from trainers.errors import InputError
+from trainers.fit import cpu_threads
 
 __all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "PairedStats", "Runtime", "accuracy", "build_runtime",
            "candidate_runtimes", "choose_runtime", "empty_forward_ms", "factored_scores", "int8_dynamic",
@@ -205,16 +205,6 @@ def paired_stats(reference_ms: Any, candidate_ms: Any, level: float = 0.95, n_bo
                        float(l_lo), float(l_hi), float(np.median(ref_b)), len(ratio))
 
 
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _batches(X: torch.Tensor, batch_size: int, count: int) -> list[torch.Tensor]:
     reps = -(-batch_size * count // len(X))
     pool = X.repeat((reps,) + (1,) * (X.dim() - 1)) if reps > 1 else X
@@ -240,7 +230,7 @@ def measure_latency(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol
     it for the winning runtime only."""
     model.eval()
     p = protocol
-    with _threads(p.threads):
+    with cpu_threads(p.threads):
         per_call = _time_calls(model, _batches(X, p.batch_size, p.warmup + p.repeats), p.warmup)
         rows_per_s = _throughput(model, X, p) if throughput else float("nan")
     per_sample = per_call / p.batch_size
@@ -274,7 +264,7 @@ def measure_paired(candidate: nn.Module, reference: nn.Module, X: torch.Tensor, 
     cand_ms = np.empty((p.blocks, calls))
     candidate.eval()
     reference.eval()
-    with _threads(p.threads):
+    with cpu_threads(p.threads):
         batches = _batches(X, p.batch_size, max(p.warmup, calls))
         _time_calls(reference, batches[:p.warmup], p.warmup)
         _time_calls(candidate, batches[:p.warmup], p.warmup)

@@ -32,7 +32,7 @@ import torch
 from trainers import artifact
 from trainers.base_cache import BaseCache, base_key
 from trainers.compress import compress
-from trainers.fit import resolve_device, seed_everything, train
+from trainers.fit import cpu_threads, resolve_device, seed_everything, train
 from trainers.measure import LatencyProtocol, LatencyResult, build_runtime, choose_runtime
 from trainers.models import Pipeline, build_pipeline
 from trainers.task import Task, config_task, task_of
@@ -221,15 +221,18 @@ def run_fold(cfg: Mapping[str, Any], X_train: np.ndarray, y_train: np.ndarray, X
     """Train (or take the fp32 base from ``cache``), compress, write the artifact, load it back and measure
     it (see the module docstring). ``runtime``: score on this runtime instead of the fastest (reproductions).
     ``reference``: time it against the study's fp32 reference of this fold (paired speedup).
-    The result does not depend on ``cache``: a cached base is bit-identical to a trained one."""
-    fitted = fit_and_compress(cfg, X_train, y_train, seed, cache)
-    start = time.perf_counter()
-    artifact.save(fitted.model, artifact_path, codec=cfg["compress"].get("codec", "lzma"), meta=dict(meta or {}))
-    pack_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    scores = evaluate_artifact(artifact_path, X_val, y_val, cfg["latency"],
-                               k=int(cfg.get("data", {}).get("top_k", 10)), runtime=runtime,
-                               reference=reference)
+    The result does not depend on ``cache``: a cached base is bit-identical to a trained one. Everything runs
+    with ``train.threads`` CPU threads (:func:`~trainers.fit.cpu_threads`), the timing with ``latency.threads``."""
+    with cpu_threads(cfg["train"].get("threads")):
+        fitted = fit_and_compress(cfg, X_train, y_train, seed, cache)
+        start = time.perf_counter()
+        artifact.save(fitted.model, artifact_path, codec=cfg["compress"].get("codec", "lzma"),
+                      meta=dict(meta or {}))
+        pack_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = evaluate_artifact(artifact_path, X_val, y_val, cfg["latency"],
+                                   k=int(cfg.get("data", {}).get("top_k", 10)), runtime=runtime,
+                                   reference=reference)
     return FoldResult(fit_seconds=fitted.train_seconds + fitted.compress_seconds, pack_seconds=pack_seconds,
                       eval_seconds=time.perf_counter() - start, artifact_path=str(artifact_path),
                       units_kept=fitted.units_kept, train_seconds=fitted.train_seconds,
