@@ -395,6 +395,11 @@ SECTIONS = [
      "As the third run at 5c747d9: a shrink child that missed the tolerance narrowly is retried with twice the "
      "fine-tune epochs at twice the fine-tune learning rate, and runtime candidates are screened with 100 calls "
      "(`latency.choice_repeats`). Same two processes side by side.", search_wallclock),
+    ("search_wallclock_2026-11-27e.json", "The search against the expert recipe, 2026-11-27, fifth run (`benchmarks/search.py --wallclock`)",
+     "At bed34ec (session 8): the same search, with a cheaper fine-tune (bit-identical values), one ONNX export for "
+     "both ONNX candidates, and each worker kept to `train.threads` CPU threads. Same two processes side by side "
+     "(synthetic then digits on one core, breast_cancer on the other). Random search draws the same trials as in the "
+     "fourth run (same seeds, deterministic training), so its columns repeat.", search_wallclock),
     ("finetune_step_before.json", "What a fine-tune step cost before the dense fakes (`benchmarks/finetune_step.py` at d4cb3e0)",
      "The fine-tune after compression trains through fake quantization and masks; on a small net its cost per step "
      "is per-operation overhead, which decides trials per minute of a compress-only study. The same script run on "
@@ -404,6 +409,9 @@ SECTIONS = [
     ("finetune_step_508a42a.json", "What a fine-tune step cost at 508a42a (`benchmarks/finetune_step.py`)",
      "As above on session 6's build (dense fakes for every scheme, topk clip quantiles, cached masks, fused "
      "optimizer), run right after it.", finetune_step),
+    ("finetune_step_1c08d16.json", "What a fine-tune step cost at 1c08d16 (`benchmarks/finetune_step.py`)",
+     "Session 7's last build, measured on the day of the run below (repeats 5), before session 8's changes.",
+     finetune_step),
     ("finetune_step.json", "What a fine-tune step costs now (`benchmarks/finetune_step.py`)",
      "As above on this build (session 8: clip quantiles and pruning thresholds read off numpy's sort, binary and "
      "ternary signs by a multiply, the uniform grid's per-channel arithmetic in numpy, what a mask derives cached "
