@@ -145,6 +145,22 @@ def test_a_mask_changed_in_place_is_never_served_what_its_old_state_derived(quan
         assert _same_bits(p(w), Quantizer.fake(quantizer, w * new, new))         # the definition, decode(encode)
 
 
+def test_compression_leaves_nothing_derived_from_its_masks_behind() -> None:
+    """What the fakes cached from the fine-tune's masks is released when compression ends (an embedding
+    table's masks would otherwise outlive the trial)."""
+    from trainers.compress import compress
+    from trainers.models import MLP
+
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    cfg = {"finetune_epochs": 1, "prune": {"ratio": 0.5, "schedule": "gradual"},
+           "quant": {"scheme": "uniform", "bits": 3, "clip": 0.9}}
+    train_cfg = {"lr": 0.01, "epochs": 1, "batch_size": 16, "optimizer": "adam", "weight_decay": 0.0}
+    quantize.release_mask_cache()
+    compress(MLP(8, [16], 3), X, y, cfg, train_cfg, seed=0, device="cpu")
+    assert not quantize._MASK_DERIVED
+
+
 # ---------------------------------------------------------------- quantiles: the values of torch's sorted rows
 
 

@@ -50,7 +50,14 @@ from torch.nn.utils import parametrize
 from trainers.compress.lowrank import Factored, LowRank, check_rank, factorize, factors_table
 from trainers.compress.neurons import prune_neurons
 from trainers.compress.prune import Pruner, zhu_gupta_sparsity
-from trainers.compress.quantize import Encoded, Float32, Quantizer, make_quantizer, to_side_precision
+from trainers.compress.quantize import (
+    Encoded,
+    Float32,
+    Quantizer,
+    make_quantizer,
+    release_mask_cache,
+    to_side_precision,
+)
 from trainers.fit import Distillation, train
 
 __all__ = ["COMPRESSIBLE", "CompressionReport", "compress", "compressible_layers"]
@@ -200,6 +207,7 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
                 for p, new in zip(params, pruner.masks(raw(), ratio, previous=[p.keep for p in params])):
                     p.set_mask(new)
     finally:
+        release_mask_cache()
         final_masks = [p.keep.cpu().clone() for p in params]
         for i in factored:
             parametrize.remove_parametrizations(layers[i][1], "weight", leave_parametrized=False)
@@ -225,4 +233,5 @@ def compress(net: nn.Module, X: torch.Tensor, y: torch.Tensor, compress_cfg: Map
             if bias is not None and not isinstance(layer_quantizer[i], Float32):
                 bias.copy_(to_side_precision(bias, side_bits))
     report.sparsity = zeros / max(total, 1)
+    release_mask_cache()                               # the encodings derived from the final masks too
     return report

@@ -57,7 +57,7 @@ from trainers.options import (
 
 __all__ = [
     "Encoded", "Quantizer", "Float32", "FixedPoint", "Uniform", "Binary", "Ternary", "make_quantizer",
-    "QUANTIZERS", "SCHEMES", "to_side_precision",
+    "QUANTIZERS", "SCHEMES", "release_mask_cache", "to_side_precision",
 ]
 
 #: the largest finite float16 and its smallest normal (below it float16 loses precision, then underflows to 0)
@@ -213,6 +213,12 @@ def _from_mask(keep: torch.Tensor, kind: str, derive) -> torch.Tensor:
         _MASK_DERIVED.pop(next(iter(_MASK_DERIVED)))
     _MASK_DERIVED[key] = (keep, value)
     return value
+
+
+def release_mask_cache() -> None:
+    """Drop what :data:`_MASK_DERIVED` holds (the compression pipeline calls it when a fine-tune ends, so an
+    embedding table's masks do not outlive their trial)."""
+    _MASK_DERIVED.clear()
 
 
 def _mask_float(keep: torch.Tensor) -> torch.Tensor:
