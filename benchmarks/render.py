@@ -429,9 +429,12 @@ SECTIONS = [
      "shared the 2 cores). Its fp32 model is 4.6× smaller than LeNet-300-100's, so its ratios start lower.", search),
     ("search_custom_builtin_mlp.json", "The built-in MLP, same session and settings (for the row above)",
      "LeNet-300-100 with the same study settings, run in the same session as the residual MLP.", search),
-    ("workers.json", "Local worker processes (`benchmarks/workers.py`)",
-     "The same study with 1 and 2 worker processes on a journal file; trials/min from the trials' own timestamps.",
-     workers),
+    ("workers_82bfe72.json", "Local worker processes before the thread cap (`benchmarks/workers.py --trials 40` at 82bfe72)",
+     "The same study with 1 and 2 worker processes on a journal file; trials/min from the trials' own timestamps. "
+     "Each worker still ran torch and BLAS at their default thread counts (every core).", workers),
+    ("workers.json", "Local worker processes (`benchmarks/workers.py --trials 40`)",
+     "As above at 5160dc6, measured just before it: each worker keeps to `train.threads` CPU threads (torch and numpy's BLAS), "
+     "so two workers on two cores no longer wait on each other's threads.", workers),
     ("recommender.json", "Sequential recommender (`benchmarks/recommender.py`)",
      "SASRec-style model on the synthetic shop; HR@10 / NDCG@10 on each user's last event, ranking all items.",
      recommender),
