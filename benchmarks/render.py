@@ -104,7 +104,9 @@ def search_wallclock(data: dict) -> str:
                   f"(d)/Deep-Compression recipe {fmt(cell.get('default_over_deep_compression_ratio'), '.2f')}×",
                   f"(d)/(b) hypervolume {fmt(cell.get('default_over_random_hypervolume'), '.2f')}×"
                   + (f" (linear axes {cell['default_over_random_hypervolume_linear']:.2f}×)"
-                     if cell.get("default_over_random_hypervolume_linear") else ""),
+                     if cell.get("default_over_random_hypervolume_linear") else "")
+                  + (f", paired-speedup axis {cell['default_over_random_hypervolume_paired']:.2f}×"
+                     if cell.get("default_over_random_hypervolume_paired") else ""),
                   f"(d)/(c) trials/min {fmt(cell.get('default_over_before_trials_per_minute'), '.2f')}×"]
         if cell.get("default_over_recipes_ratio") is not None:
             out.append(f"| {cell_name} | **ratios** | {' · '.join(ratios)} | | | | |")

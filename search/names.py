@@ -21,7 +21,8 @@ SPEEDUP_CI_HIGH = "speedup_ci_high"  # mean over folds of each fold's bounds
 LATENCY_CI_LOW = "latency_ci_low"    # the same interval as latency: reference latency / speedup bound
 LATENCY_CI_HIGH = "latency_ci_high"
 LATENCY_MEASURED_MS = "latency_measured_ms"  # paired trials: the absolute latency measured in this process
-                                     # (latency_ms is then the reference's study latency / speedup)
+                                     # (the same number as latency_ms, which stays measured; the paired
+                                     # speedup is the comparison machine load cancels out of)
 LATENCY_NOISE = "latency_noise"      # parent run: the reference timed against itself (A/A), relative
                                      # half-width of its speedup interval; Pareto ties latencies within it
 LATENCY_OVERHEAD_MS = "latency_overhead_ms"        # parent run: an empty forward in the reference's runtime
@@ -81,6 +82,7 @@ REPRODUCES = "reproduces"            # run id a reproduce run re-ran
 UNCOMPRESSED_MODULES = "uncompressed_modules"  # trial run: JSON list of a user model's layers kept in fp32
 RECIPE = "recipe"                    # trial run: the seed recipe (conf/recipe/<name>.yaml) the trial ran
 SHRINK_OF = "shrink_of"              # trial run: the trial a shrink step started from (search/shrink.py)
+SHRINK_TOLERANCE = "shrink_tolerance"  # trial run: the accuracy loss that shrink step's parent was within
 NOTE = "mlflow.note.content"         # MLflow description (markdown) of an experiment or a run
 EXPERIMENT_KIND = "mlflow.experimentKind"  # experiment tag read by the MLflow 3 UI: which view it opens
 

@@ -329,6 +329,8 @@ class Study(Block):
                                                 "within shrink_tolerance (search/shrink.py); 0 = none")
     shrink_tolerance: Num(0, 1) = Field(0.005, description="accuracy loss vs the fp32 reference a shrink "
                                                            "step's parent may have")
+    shrink_levels: Int(1) = Field(3, description="every other shrink step uses shrink_tolerance, the ones between "
+                                                 "4x, 16x, ... it (3: 0.5, 2 and 8 pt); 1 = one level")
 
 
 class CV(Block):

@@ -19,7 +19,15 @@ model that still has the accuracy they need and push one compression knob one st
    constraints; it counts in ``study.n_trials``. Its run carries the tag ``shrink_of=<parent trial>``.
 
 If the child keeps the accuracy it becomes the next parent, so a chain of shrink steps walks down the
-size axis until the tolerance stops it. Nothing is shrunk when accuracy or size is not an objective,
+size axis until the tolerance stops it.
+
+**Levels.** One tolerance gives one chain: the smallest model at 0.5 pt below fp32, and nothing on the rest of
+the front. With ``study.shrink_levels=n`` (> 1) every other shrink step uses ``study.shrink_tolerance``; the
+steps between rotate over :data:`LEVEL_FACTOR` (4), 16, ... times it (default 3 levels: 0.5, 2 and 8 pt), so
+the search also walks down the size axis at the accuracy levels a person trades for size, and the front
+(and its hypervolume) reaches the small end with models that still work
+(:func:`level_tolerance`). Each step's tolerance is recorded with it (trial attr and run tag
+``shrink_tolerance``). Nothing is shrunk when accuracy or size is not an objective,
 when no trial is within the tolerance yet, or when ``study.shrink_every=0``.
 
 The moves and the parent choice are pure functions of plain values (tested directly); the worker only
@@ -34,10 +42,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-__all__ = ["SHRINK_ATTR", "BIG_MOVES", "BIG_STEP_HEADROOM", "MOVES", "Candidate", "parents", "children",
-           "longer_finetune", "next_child", "signature"]
+__all__ = ["SHRINK_ATTR", "SHRINK_TOLERANCE_ATTR", "BIG_MOVES", "BIG_STEP_HEADROOM", "LEVEL_FACTOR", "MOVES",
+           "Candidate", "parents", "children", "level_tolerance", "longer_finetune", "next_child", "signature"]
 
 SHRINK_ATTR = "shrink_of"     # trial user attr (and MLflow tag): the parent trial a shrink step started from
+SHRINK_TOLERANCE_ATTR = "shrink_tolerance"   # trial user attr (and MLflow tag): the tolerance of that step
 
 
 def _numeric(step: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
@@ -179,6 +188,24 @@ def longer_finetune(params: Mapping[str, Any], distributions: Mapping[str, Any])
         if lr is not None:
             out[LR_KEY] = lr
     return out
+
+
+#: the shrink levels' tolerances grow by this factor: 0.5, 2, 8 pt from the default 0.005
+LEVEL_FACTOR = 4.0
+
+
+def level_tolerance(tolerance: float, levels: int, step: int) -> float:
+    """The tolerance of the ``step``-th shrink step of a study (0-based): ``tolerance`` for every even step
+    (and every step when ``levels`` is 1); the odd steps rotate over ``tolerance * LEVEL_FACTOR**i`` for
+    ``i`` in 1..levels-1.
+
+    Example:
+        >>> [level_tolerance(0.005, 3, s) for s in range(6)]
+        [0.005, 0.02, 0.005, 0.08, 0.005, 0.02]
+    """
+    if levels <= 1 or step % 2 == 0:
+        return tolerance
+    return tolerance * LEVEL_FACTOR ** (1 + (step // 2) % (levels - 1))
 
 
 def signature(params: Mapping[str, Any]) -> tuple:

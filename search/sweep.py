@@ -62,7 +62,7 @@ def help_text() -> str:
 RESUMABLE_KEYS = ("study.n_trials", "study.timeout", "study.n_workers", "study.max_failure_rate",
                   "study.heartbeat_seconds", "study.grace_seconds", "study.base_cache", "study.base_cache_gb",
                   "study.base_cache_dir", "study.seed_recipes", "study.early_stop", "study.early_stop_margin",
-                  "study.shrink_every", "study.shrink_tolerance",
+                  "study.shrink_every", "study.shrink_tolerance", "study.shrink_levels",
                   "study.storage", "mlflow", "device")
 
 

@@ -262,7 +262,7 @@ def run_trial(ctx: Context, trial) -> str:
     from search.ledger import reference_artifacts
     from search.objective import evaluate_config
     from search.recipes import RECIPE_ATTR
-    from search.shrink import SHRINK_ATTR
+    from search.shrink import SHRINK_ATTR, SHRINK_TOLERANCE_ATTR
     from search.space import apply_values, sample
     from search.tracking import fold_metrics, trial_params, trial_run_name
     from trainers.artifact import read_header
@@ -278,6 +278,8 @@ def run_trial(ctx: Context, trial) -> str:
         tags[names.RECIPE] = recipe
     if (parent := trial.user_attrs.get(SHRINK_ATTR)) is not None:
         tags[names.SHRINK_OF] = parent
+        if (tolerance := trial.user_attrs.get(SHRINK_TOLERANCE_ATTR)) is not None:
+            tags[names.SHRINK_TOLERANCE] = tolerance
     digits = max(2, len(str(int(setup.cfg_dict["study"]["n_trials"]) - 1)))   # t07 of 20, t007 of 200
     cfg_dict = None
     run_id = tracker.create_run(trial_run_name(trial.number, digits=digits), tags, parent_run_id=ctx.parent_run_id)
@@ -360,7 +362,7 @@ def _enqueue_shrink_step(ctx: Context, asked: int) -> int | None:
     enqueue it and return its parent's number; ``None`` otherwise. Called under the budget lock."""
     import random
 
-    from search.shrink import SHRINK_ATTR, next_child, signature
+    from search.shrink import SHRINK_ATTR, SHRINK_TOLERANCE_ATTR, level_tolerance, next_child, signature
 
     setup = ctx.setup
     cfg_study = setup.cfg_dict["study"]
@@ -373,13 +375,14 @@ def _enqueue_shrink_step(ctx: Context, asked: int) -> int | None:
     seen = _finished_trials(ctx)
     seen.update(trials)              # finished trials: read once each; running and waiting ones: every time
     tried = seen.signatures | {signature(t.params) for t in trials if not t.state.is_finished()}
+    tolerance = level_tolerance(float(cfg_study["shrink_tolerance"]), int(cfg_study["shrink_levels"]),
+                                (asked + 1) // every - 1)
     step = next_child(seen.candidates, {p.key: p.distribution for p in setup.params}, float(reference_accuracy),
-                      float(cfg_study.get("shrink_tolerance", 0.005)), tried,
-                      random.Random(f"{cfg_study.get('seed')}-{asked}"))
+                      tolerance, tried, random.Random(f"{cfg_study.get('seed')}-{asked}"))
     if step is None:
         return None
     parent, _, params = step
-    ctx.study.enqueue_trial(params, user_attrs={SHRINK_ATTR: parent.number})
+    ctx.study.enqueue_trial(params, user_attrs={SHRINK_ATTR: parent.number, SHRINK_TOLERANCE_ATTR: tolerance})
     return parent.number
 
 

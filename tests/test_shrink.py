@@ -14,6 +14,7 @@ from search.shrink import (
     BIG_STEP_HEADROOM,
     Candidate,
     children,
+    level_tolerance,
     longer_finetune,
     next_child,
     parents,
@@ -148,6 +149,8 @@ def test_a_shrink_step_runs_the_smallest_good_trial_with_one_knob_pushed(tmp_pat
     assert smaller.get(key, lambda old, new: new > old)(first.params[key], second.params[key])
     by_number = {int(r.data.tags[names.TRIAL_NUMBER]): r for r in runs(tmp_path, "trial")}
     assert by_number[1].data.tags[names.SHRINK_OF] == "0" and names.SHRINK_OF not in by_number[0].data.tags
+    # the study's first shrink step is at study.shrink_tolerance itself, recorded in Optuna and MLflow
+    assert second.user_attrs["shrink_tolerance"] == 1.0 and by_number[1].data.tags[names.SHRINK_TOLERANCE] == "1.0"
 
     off = sweep(tmp_path, "study.name=shr", "study.n_trials=4", "study.shrink_every=0", "study.seed_recipes=[]")
     assert off.returncode == 0, off.stderr[-3000:]
@@ -183,3 +186,20 @@ def test_next_child_steps_big_from_a_parent_far_above_the_tolerance():
     near = Candidate(0, 0.972, 1000, PARAMS)                                           # 1 tolerance above the floor
     _, move, _ = next_child([near], DISTRIBUTIONS, 0.972, 0.005, set(), random.Random(0))
     assert move not in big_names
+
+
+def test_shrink_levels_alternate_the_tolerance_with_looser_ones():
+    assert [level_tolerance(0.005, 1, s) for s in range(4)] == [0.005] * 4          # one level: always the same
+    assert [level_tolerance(0.005, 2, s) for s in range(4)] == pytest.approx([0.005, 0.02, 0.005, 0.02])
+    assert [level_tolerance(0.005, 3, s) for s in range(8)] == pytest.approx(
+        [0.005, 0.02, 0.005, 0.08, 0.005, 0.02, 0.005, 0.08])
+
+
+def test_a_looser_level_steps_from_a_smaller_less_accurate_parent():
+    accurate, small = Candidate(0, 0.971, 2000, PARAMS), Candidate(1, 0.955, 800, {**PARAMS, "compress.quant.bits": 2})
+    tight, _, _ = next_child([accurate, small], DISTRIBUTIONS, 0.972, level_tolerance(0.005, 3, 0), set(),
+                             random.Random(0))
+    loose, _, child = next_child([accurate, small], DISTRIBUTIONS, 0.972, level_tolerance(0.005, 3, 1), set(),
+                                 random.Random(0))
+    assert (tight.number, loose.number) == (0, 1)                 # 0.5 pt: the accurate one; 2 pt: the small one
+    assert child != small.params

@@ -218,6 +218,7 @@ BAD = [
     (["study.early_stop_margin=1.5"], "study.early_stop_margin", "[0, 1]"),
     (["study.shrink_every=-1"], "study.shrink_every", "an integer >= 0"),
     (["study.shrink_tolerance=2"], "study.shrink_tolerance", "[0, 1]"),
+    (["study.shrink_levels=0"], "study.shrink_levels", "an integer >= 1"),
     (["latency.blocks=1"], "latency.blocks", "an integer >= 2"),
     (["compress.quant.granularity=row"], "compress.quant.granularity", "one of channel|tensor"),
     (["compress.distill.weight=1.5"], "compress.distill.weight", "[0, 1]"),
