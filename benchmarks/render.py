@@ -80,6 +80,7 @@ def scale(data: dict) -> str:
 MODE_NAMES = {"recipes": "(a) seed recipes only", "random": "(b) random search", "tpe_before": "(c) TPE as before",
               "default": "(d) new default", "default_no_shrink": "(d) without shrink steps",
               "default_shrink2": "(d) with a shrink step every 2nd trial", "default_shrink3": "(d) shrink step every 3rd trial",
+              "default_one_level": "(d) with shrink steps at one level",
               "default_gp": "(d) with the GP sampler",
               "default_nsga2": "(d) with NSGA-II", "default_random": "(d) with random sampling"}
 
@@ -402,6 +403,13 @@ SECTIONS = [
      "both ONNX candidates, and each worker kept to `train.threads` CPU threads. Same two processes side by side "
      "(synthetic then digits on one core, breast_cancer on the other). Random search draws the same trials as in the "
      "fourth run (same seeds, deterministic training), so its columns repeat.", search_wallclock),
+    ("search_wallclock_2026-11-27f.json", "The search against the expert recipe, 2026-11-27, sixth run (`benchmarks/search.py --wallclock`)",
+     "At 83a76d6 (session 9): shrink steps at three accuracy levels (`study.shrink_levels=3`: every other step within "
+     "0.5 pt, the ones between within 2 and 8 pt). Same two processes side by side. The ratios line adds the "
+     "hypervolume with each trial's latency read off its paired speedup (timed against its own study's fp32 "
+     "reference in alternating blocks): the plain column divides every study's absolute latencies by the first "
+     "study's reference latency, so a study that ran while the machine was busier loses volume for that alone.",
+     search_wallclock),
     ("finetune_step_before.json", "What a fine-tune step cost before the dense fakes (`benchmarks/finetune_step.py` at d4cb3e0)",
      "The fine-tune after compression trains through fake quantization and masks; on a small net its cost per step "
      "is per-operation overhead, which decides trials per minute of a compress-only study. The same script run on "

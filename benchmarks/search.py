@@ -142,6 +142,7 @@ MODES = {
     "default_no_shrink": ["study.shrink_every=0"],   # the default as it was before shrink steps
     "default_shrink2": ["study.shrink_every=2"],     # every second trial a shrink step
     "default_shrink3": ["study.shrink_every=3"],     # every third trial a shrink step
+    "default_one_level": ["study.shrink_levels=1"],  # shrink steps at shrink_tolerance only (before the levels)
     # the default with another sampler (issue 9 item 5: which sampler fits the budget)
     "default_gp": ["study.sampler=gp"],
     "default_nsga2": ["study.sampler=nsga2"],
