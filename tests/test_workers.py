@@ -118,17 +118,21 @@ def test_three_machines_join_one_postgres_study(pg_databases, tmp_path):
     assert_one_to_one(study, mlflow_runs(mlflow_db, "trial"))
 
 
-def _wait_for_running_trial(storage: str, proc: subprocess.Popen, timeout: float = 300):
+def _wait_for_running_trial(storage: str, proc: subprocess.Popen, mlflow_uri: str, timeout: float = 300):
+    """The first RUNNING trial once all its parameters are sampled. The run is opened before sampling starts
+    and the storage gets one parameter at a time, so a trial with some params may still be sampling (on a
+    busy machine long enough to be killed with half of them); its MLflow run gets the params after the last."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         try:
             study = load_study(storage)
-            # a trial with its run and its sampled parameters (the run is opened before sampling ends)
-            running = [t for t in study.trials
-                       if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs and t.params]
-            if running:
-                return running[0]
+            running = [t for t in study.trials if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+            if running and client.get_run(running[0].user_attrs["mlflow_run_id"]).data.params:
+                return load_study(storage).trials[running[0].number]     # read again: every param is stored
         except KeyError:
             pass
         time.sleep(0.5)
@@ -141,7 +145,7 @@ def test_sigkilled_worker_trial_is_retried_and_counts_stay_exact(pg_databases, t
             f"mlflow.artifact_location={tmp_path}/art", "study.heartbeat_seconds=1", "study.grace_seconds=3",
             "train.epochs=30"]                                  # long enough to be killed mid-trial
     victim = subprocess.Popen(sweep_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = _wait_for_running_trial(optuna_db, victim)
+    killed = _wait_for_running_trial(optuna_db, victim, mlflow_db)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     time.sleep(4)                                              # past the grace period
