@@ -136,10 +136,10 @@ def test_a_shrink_step_runs_the_smallest_good_trial_with_one_knob_pushed(tmp_pat
     study.enqueue_trial({"compress.prune.ratio": 0.5, "compress.neurons.ratio": 0.3, "compress.quant.scheme": "uniform",
                          "compress.quant.bits": 6, "compress.finetune_epochs": 2, "compress.finetune_lr": 3e-3})
     # every second trial is a shrink step; a tolerance of 1 makes every finished trial a possible parent
-    proc = sweep(tmp_path, "study.name=shr", "study.n_trials=2", "study.seed_recipes=[]", "study.shrink_every=2",
+    proc = sweep(tmp_path, "study.name=shr", "study.n_trials=4", "study.seed_recipes=[]", "study.shrink_every=2",
                  "study.shrink_tolerance=1.0", "study.early_stop=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    first, second = load_study(tmp_path, "shr").trials
+    first, second, _, fourth = load_study(tmp_path, "shr").trials
     assert second.user_attrs.get("shrink_of") == 0 and "shrink_of" not in first.user_attrs
     changed = {k for k in first.params if second.params[k] != first.params[k]}
     assert len(changed) == 1 and set(second.params) == set(first.params)
@@ -151,10 +151,12 @@ def test_a_shrink_step_runs_the_smallest_good_trial_with_one_knob_pushed(tmp_pat
     assert by_number[1].data.tags[names.SHRINK_OF] == "0" and names.SHRINK_OF not in by_number[0].data.tags
     # the study's first shrink step is at study.shrink_tolerance itself, recorded in Optuna and MLflow
     assert second.user_attrs["shrink_tolerance"] == 1.0 and by_number[1].data.tags[names.SHRINK_TOLERANCE] == "1.0"
+    # the second one at the next level (study.shrink_levels=3: 4x the tolerance)
+    assert fourth.user_attrs["shrink_tolerance"] == 4.0 and "shrink_of" in fourth.user_attrs
 
-    off = sweep(tmp_path, "study.name=shr", "study.n_trials=4", "study.shrink_every=0", "study.seed_recipes=[]")
+    off = sweep(tmp_path, "study.name=shr", "study.n_trials=6", "study.shrink_every=0", "study.seed_recipes=[]")
     assert off.returncode == 0, off.stderr[-3000:]
-    assert all("shrink_of" not in t.user_attrs for t in load_study(tmp_path, "shr").trials[2:])
+    assert all("shrink_of" not in t.user_attrs for t in load_study(tmp_path, "shr").trials[4:])
 
 
 def test_a_candidate_key_is_the_signature_of_its_params_computed_once():
