@@ -21,7 +21,7 @@ training) into a temporary folder and records, from the study:
   blocks, so machine load cancels out). The plain ``hypervolume`` divides each study's absolute latencies by the
   *first* study's reference latency: a study that ran while the machine was busier (or whose first
   measurement read high) loses volume on the latency axis for that alone — 15% between two studies of the same
-  dataset in one run — which is why the wall-clock comparison reports the paired one as its hypervolume;
+  dataset in one run — which is why the wall-clock comparison reports the paired one beside it;
 * ``overhead_share``: share of trial wall time outside training, packing and evaluation (sampling, storage,
   MLflow logging): ``1 - sum(folds * (fit_seconds + pack_seconds + eval_seconds)) / sum(trial_seconds)``.
 """
@@ -297,7 +297,7 @@ def wallclock_summary(results: list[dict]) -> dict:
                     "best_speedup_at_1pt": mean([r["best_speedup_at_1pt"] or 0.0 for r in rs]),
                     "hypervolume": mean([r["hypervolume"] for r in rs]),
                     "hypervolume_linear": mean([r["hypervolume_linear"] for r in rs]),
-                    "hypervolume_paired": mean([r.get("hypervolume_paired", 0.0) for r in rs]),
+                    "hypervolume_paired": mean([r["hypervolume_paired"] for r in rs]),
                     "trials_per_minute": mean([r["trials_per_minute"] for r in rs]),
                     # None when the run did not re-check its pruned trials (--check-prunes): not measured, not 0
                     "wrong_prunes": (None if all(r["wrong_prunes"] is None for r in rs)
