@@ -107,7 +107,9 @@ def search_wallclock(data: dict) -> str:
                   + (f" (linear axes {cell['default_over_random_hypervolume_linear']:.2f}×)"
                      if cell.get("default_over_random_hypervolume_linear") else "")
                   + (f", paired-speedup axis {cell['default_over_random_hypervolume_paired']:.2f}×"
-                     if cell.get("default_over_random_hypervolume_paired") else ""),
+                     if cell.get("default_over_random_hypervolume_paired") else "")
+                  + (f", above chance {cell['default_over_random_hypervolume_above_chance']:.2f}×"
+                     if cell.get("default_over_random_hypervolume_above_chance") else ""),
                   f"(d)/(c) trials/min {fmt(cell.get('default_over_before_trials_per_minute'), '.2f')}×"]
         if cell.get("default_over_recipes_ratio") is not None:
             out.append(f"| {cell_name} | **ratios** | {' · '.join(ratios)} | | | | |")
@@ -410,6 +412,20 @@ SECTIONS = [
      "reference in alternating blocks): the plain column divides every study's absolute latencies by the first "
      "study's reference latency, so a study that ran while the machine was busier loses volume for that alone.",
      search_wallclock),
+    ("search_wallclock_180s.json", "The search against the expert recipe at 180 s, 2026-11-27, seventh run (`benchmarks/search.py --wallclock 180`)",
+     "At defc800 (session 10; the search code of the sixth run, 83a76d6): twice the budget, 180 s per study, same "
+     "datasets, seeds and processes (synthetic then digits on one core, breast_cancer on the other). The ratios "
+     "line adds the hypervolume above chance: the paired one with accuracy counted from the majority-class rate of "
+     "the development rows instead of 0 (a different measure, reported beside the others, not instead). Each "
+     "study's trials are in the file (`points`).", search_wallclock),
+    ("search_wallclock_180s_synthetic_seeds_3_5.json", "The same at 180 s, synthetic, seeds 3 to 5",
+     "Run beside the digits studies above, after breast_cancer, on the same core as breast_cancer: three more seeds "
+     "of the set where the 90 s runs fell short of 2x the best recipe.", search_wallclock),
+    ("search_wallclock_joint_2026-11-27.json", "The search against the expert recipe, joint space, 2026-11-27 (`benchmarks/search.py --wallclock 90 --spaces joint --check-prunes`)",
+     "At defc800 (session 10): the default joint space (compression and training searched together), 90 s per "
+     "study as in the joint run of 2026-11-26 below, and every pruned trial of every study re-run on all folds "
+     "(`--check-prunes`): a wrong prune is a stopped trial that would have been on the study's final front. Two "
+     "processes side by side (digits then breast_cancer on one core, synthetic on the other).", search_wallclock),
     ("finetune_step_before.json", "What a fine-tune step cost before the dense fakes (`benchmarks/finetune_step.py` at d4cb3e0)",
      "The fine-tune after compression trains through fake quantization and masks; on a small net its cost per step "
      "is per-operation overhead, which decides trials per minute of a compress-only study. The same script run on "
