@@ -59,6 +59,8 @@ class FinishedTrials:
     Attributes:
         comparisons: the comparable trials as :class:`search.early_stop.FinishedRows` (early stop).
         spreads: their ``accuracy_std``, in the same order (the study's typical fold-to-fold spread).
+        size_spreads: their ``size_bytes_std`` relative to ``size_bytes`` (those that logged both), likewise for
+            the file size.
         candidates: those of them that logged a size, as :class:`search.shrink.Candidate` (shrink parents),
             ordered by trial number as a read of the study lists them.
         signatures: :func:`search.shrink.signature` of every finished trial's parameters (tried sets).
@@ -68,6 +70,7 @@ class FinishedTrials:
         self.use_size, self.use_latency = use_size, use_latency
         self.comparisons = FinishedRows()
         self.spreads: list[float] = []
+        self.size_spreads: list[float] = []
         self.candidates: list[Candidate] = []
         self.signatures: set[tuple] = set()
         self._seen: set[int] = set()
@@ -89,6 +92,8 @@ class FinishedTrials:
             if m is None:
                 continue
             self.spreads.append(float(m.get(names.ACCURACY_STD, 0.0)))
+            if m.get(names.SIZE_BYTES) and names.SIZE_BYTES_STD in m:     # trials logged before it existed: none
+                self.size_spreads.append(float(m[names.SIZE_BYTES_STD]) / float(m[names.SIZE_BYTES]))
             new.append(Finished(t.user_attrs.get(FOLD_ACCURACY_ATTR) or [m[names.ACCURACY]],
                                 m[names.SIZE_BYTES] if self.use_size else 0.0,
                                 m[names.LATENCY_MS] if self.use_latency else 0.0))

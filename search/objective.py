@@ -114,6 +114,7 @@ def evaluate_config(cfg: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
     first = results[0]
     metrics = {m: float(np.mean([r[m] for r in rows])) for m in rows[0]}
     metrics[names.ACCURACY_STD] = float(np.std([r[names.ACCURACY] for r in rows]))
+    metrics[names.SIZE_BYTES_STD] = float(np.std([r[names.SIZE_BYTES] for r in rows]))
     return Evaluation(metrics, rows, first.runtime, first.latency_protocol, Path(first.artifact_path),
                       [r.runtime for r in results], stopped)
 

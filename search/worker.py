@@ -242,11 +242,12 @@ def _early_stopper(ctx: Context, study_attrs: dict[str, Any] | None = None):
     def after_fold(rows: list[dict[str, float]]) -> bool:
         # the running trial is not COMPLETE, so it is never among the trials it is compared with
         seen.update(ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        running = Running([r[names.ACCURACY] for r in rows],
-                          float(np.mean([r[names.SIZE_BYTES] for r in rows])) if use_size else 0.0,
-                          float(np.mean([r[names.LATENCY_MS] for r in rows])) if use_latency else 0.0)
+        sizes = [r[names.SIZE_BYTES] for r in rows] if use_size else []
+        running = Running([r[names.ACCURACY] for r in rows], float(np.mean(sizes)) if use_size else 0.0,
+                          float(np.mean([r[names.LATENCY_MS] for r in rows])) if use_latency else 0.0, sizes)
+        size_spread = float(np.median(seen.size_spreads)) if use_size and seen.size_spreads else 0.0
         return should_stop(running, seen.comparisons, margin, float(np.median([reference_spread, *seen.spreads])),
-                           chance if use_size else None, latency_tolerance=tolerance)
+                           chance if use_size else None, latency_tolerance=tolerance, study_size_spread=size_spread)
 
     return after_fold
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.early_stop import Finished, FinishedRows, Running, clearly_dominated, comparison_rows, should_stop
+from search.early_stop import (
+    Finished,
+    FinishedRows,
+    Running,
+    clearly_dominated,
+    comparison_rows,
+    relative_spread,
+    should_stop,
+)
 
 
 def test_clearly_dominated_needs_every_objective_beaten_by_its_slack() -> None:
@@ -72,6 +80,38 @@ def test_the_bar_falls_with_the_folds_seen() -> None:
     front = [Finished([0.95, 0.95, 0.95, 0.95, 0.95], size_bytes=1000, latency_ms=0.05)]
     assert not should_stop(Running([0.91], 5000, 0.05), front, margin=0.01, study_spread=0.02)
     assert should_stop(Running([0.91] * 4, 5000, 0.05), front, margin=0.01, study_spread=0.02)
+
+
+def test_a_tie_on_size_does_not_stop_a_trial_whose_files_vary_by_fold() -> None:
+    """The breast_cancer case: 543 bytes after two folds, a finished trial at 542.7 and far more accurate; the
+    third fold's file came out smaller and the trial ended at 516 bytes, on the front."""
+    front = [Finished([0.9671, 0.9803, 0.9605], size_bytes=542.7, latency_ms=0.0075)]
+    running = Running([0.9408, 0.9539], 543.0, 0.0076, size_by_fold=[543.0, 543.0])
+    assert should_stop(running, front, margin=0.01, study_spread=0.0082)                 # size taken as exact
+    assert not should_stop(running, front, margin=0.01, study_spread=0.0082, study_size_spread=0.002)
+    # a finished trial clearly smaller (beyond two standard errors of the size) still stops it
+    smaller = [Finished([0.9671, 0.9803, 0.9605], size_bytes=530.0, latency_ms=0.0075)]
+    assert should_stop(running, smaller, margin=0.01, study_spread=0.0082, study_size_spread=0.002)
+
+
+def test_the_trials_own_size_spread_counts_when_it_is_the_larger() -> None:
+    front = [Finished([0.99, 0.99], size_bytes=900.0, latency_ms=0.05)]
+    steady = Running([0.60, 0.60], 1000.0, 0.05, size_by_fold=[1000.0, 1000.0])
+    varying = Running([0.60, 0.60], 1000.0, 0.05, size_by_fold=[1100.0, 900.0])           # 10% spread
+    assert should_stop(steady, front, margin=0.01, study_spread=0.0, study_size_spread=0.01)
+    assert not should_stop(varying, front, margin=0.01, study_spread=0.0, study_size_spread=0.01)
+
+
+def test_the_size_slack_falls_with_the_folds_seen() -> None:
+    front = [Finished([0.99] * 4, size_bytes=960.0, latency_ms=0.05)]
+    # 2 * 0.03 / sqrt(k) of 1000 bytes: 60 after one fold, 30 after four; the finished trial is 40 smaller
+    assert not should_stop(Running([0.6], 1000.0, 0.05), front, margin=0.01, study_spread=0.0, study_size_spread=0.03)
+    assert should_stop(Running([0.6] * 4, 1000.0, 0.05), front, margin=0.01, study_spread=0.0, study_size_spread=0.03)
+
+
+def test_relative_spread() -> None:
+    assert relative_spread([90.0, 110.0]) == pytest.approx(0.1)
+    assert relative_spread([543.0]) == 0.0 and relative_spread([]) == 0.0 and relative_spread([0.0, 0.0]) == 0.0
 
 
 def test_finished_rows_decide_as_the_list_they_were_built_from() -> None:

@@ -121,3 +121,14 @@ def test_size_and_latency_count_as_zero_when_not_objectives():
     seen.update([_trial(0, size=1234.0)])
     assert seen.comparisons.rows(1).tolist() == [[0.9, 0.0, 0.0]]
     assert seen.candidates[0].size == 1234.0         # the shrink step still reads the logged size
+
+
+def test_the_study_size_spread_is_each_finished_trials_size_std_over_its_size():
+    seen = FinishedTrials(use_size=True, use_latency=True)
+    logged = _trial(0, size=500.0)
+    logged.user_attrs["metrics"][names.SIZE_BYTES_STD] = 10.0
+    older = _trial(1, size=800.0)                   # logged before size_bytes_std existed: no spread to read
+    pruned = _trial(2, TrialState.PRUNED, size=400.0)
+    pruned.user_attrs["metrics"][names.SIZE_BYTES_STD] = 40.0
+    seen.update([logged, older, pruned])
+    assert seen.size_spreads == [0.02]

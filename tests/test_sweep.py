@@ -87,7 +87,8 @@ def test_every_trial_has_a_nested_run_with_params_config_and_metrics(study_dir):
         assert set(run.data.params) == set(t.params) | {names.QUANT_SCHEME, names.EFFECTIVE_BITS}
         for key, value in t.params.items():
             assert run.data.params[key] == (json.dumps(value) if isinstance(value, bool) else str(value))
-        for m in (names.ACCURACY, names.ACCURACY_STD, names.SIZE_BYTES, names.LATENCY_MS, names.LATENCY_P90_MS,
+        for m in (names.ACCURACY, names.ACCURACY_STD, names.SIZE_BYTES, names.SIZE_BYTES_STD, names.LATENCY_MS,
+                  names.LATENCY_P90_MS,
                   names.COMPRESSION_RATIO, names.SPEEDUP, names.SPARSITY, names.AVG_BITS, names.FIT_SECONDS):
             assert m in run.data.metrics, m
         assert run.data.metrics[names.ACCURACY] == pytest.approx(t.values[0])
