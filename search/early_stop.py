@@ -7,8 +7,12 @@ so squeeze decides itself, after every fold but the last:
     ``2 * size_spread / sqrt(k)`` of the trial's size so far, at most ``latency_tolerance`` slower, and more
     accurate **on the same k folds** by more than ``margin + 2 * spread / sqrt(k)``,
 
-where ``spread`` is the fold-to-fold spread of accuracy: the larger of the trial's own spread so far and
-the typical ``accuracy_std`` of the study's finished trials (two standard errors of a k-fold mean). Comparing on the same folds removes the
+where ``spread`` is the fold-to-fold spread of accuracy: the largest of the trial's own spread so far, the
+typical ``accuracy_std`` of the study's finished trials, and the binomial standard error of an accuracy ``p``
+measured on a fold of ``n`` validation rows, ``sqrt(p (1 - p) / n)`` (two standard errors of a k-fold mean).
+The study's typical spread is that of its accurate trials, which are most of them; an inaccurate trial's folds
+spread far more (at 60% on 150 rows, 4 points), and without that floor a trial unlucky on its first fold was
+stopped by a finished one lucky on it, and ended on the front's small, inaccurate end. Comparing on the same folds removes the
 difference in difficulty between folds; the margin and the spread keep a trial that is only unlucky on
 its first fold. ``size_spread`` is the same for the file size, relative to it: each fold writes its own file,
 and a fold's file can be smaller than the ones before it (other masks, other bytes for LZMA), so a trial whose
@@ -36,8 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Finished", "FinishedRows", "Running", "clearly_dominated", "comparison_rows", "relative_spread",
-           "should_stop", "LATENCY_TOLERANCE"]
+__all__ = ["Finished", "FinishedRows", "Running", "binomial_spread", "clearly_dominated", "comparison_rows",
+           "relative_spread", "should_stop", "LATENCY_TOLERANCE"]
 
 #: the most a finished trial may be slower (relative) and still count as "no slower": latency at batch 1
 #: moves by several percent between repeated measurements of the same file. The sweep passes the study's
@@ -75,6 +79,17 @@ def relative_spread(values: Sequence[float]) -> float:
         return 0.0
     mean = float(np.mean(values))
     return float(np.std(values)) / mean if mean > 0 else 0.0
+
+
+def binomial_spread(accuracy: float, rows: float) -> float:
+    """Standard error of an accuracy measured on ``rows`` rows, ``sqrt(p (1 - p) / rows)`` (``p`` clipped to [0, 1]).
+
+    Example:
+        >>> round(binomial_spread(0.6, 150), 4)
+        0.04
+    """
+    p = min(max(float(accuracy), 0.0), 1.0)
+    return math.sqrt(p * (1.0 - p) / float(rows))
 
 
 def comparison_rows(finished: Sequence[Finished], k: int) -> np.ndarray:
@@ -146,7 +161,7 @@ def clearly_dominated(candidate: Sequence[float], others: np.ndarray, maximize: 
 
 def should_stop(candidate: Running, finished: Sequence[Finished] | FinishedRows, margin: float, study_spread: float,
                 chance_accuracy: float | None = None, latency_tolerance: float = LATENCY_TOLERANCE,
-                study_size_spread: float = 0.0) -> bool:
+                study_size_spread: float = 0.0, fold_rows: float | None = None) -> bool:
     """The early-stopping rule of the module docstring.
 
     Args:
@@ -161,14 +176,17 @@ def should_stop(candidate: Running, finished: Sequence[Finished] | FinishedRows,
         latency_tolerance: relative latency a finished trial may exceed the candidate's by.
         study_size_spread: the typical relative fold-to-fold spread of file size in this study (std / mean);
             with the candidate's own (from ``size_by_fold``) it sets how much smaller a finished trial must be.
+        fold_rows: validation rows per fold (mean over the folds run), for the binomial floor of the accuracy
+            spread; ``None``: no floor.
     """
     k = len(candidate.accuracy_by_fold)
     if k == 0:
         return False
     acc = float(np.mean(candidate.accuracy_by_fold))
     own_spread = float(np.std(candidate.accuracy_by_fold)) if k > 1 else 0.0
+    sampling = binomial_spread(acc, fold_rows) if fold_rows else 0.0
     # two standard errors of a k-fold mean, the fold-to-fold spread taken as one fold's noise
-    need = float(margin) + 2.0 * max(own_spread, float(study_spread)) / math.sqrt(k)
+    need = float(margin) + 2.0 * max(own_spread, float(study_spread), sampling) / math.sqrt(k)
     rows = finished.rows(k) if isinstance(finished, FinishedRows) else comparison_rows(finished, k)
     if chance_accuracy is not None and acc <= float(chance_accuracy) + float(margin):
         return True                  # no better than predicting the most frequent class (a model of 0 bytes)

@@ -238,6 +238,7 @@ def _early_stopper(ctx: Context, study_attrs: dict[str, Any] | None = None):
     reference_spread = float(ctx.reference.get(names.ACCURACY_STD, 0.0))
     seen = _finished_trials(ctx)
     use_size, use_latency = seen.use_size, seen.use_latency
+    fold_rows = [len(val) for _, val in setup.folds]      # validation rows per fold (users for a ranker)
 
     def after_fold(rows: list[dict[str, float]]) -> bool:
         # the running trial is not COMPLETE, so it is never among the trials it is compared with
@@ -247,7 +248,8 @@ def _early_stopper(ctx: Context, study_attrs: dict[str, Any] | None = None):
                           float(np.mean([r[names.LATENCY_MS] for r in rows])) if use_latency else 0.0, sizes)
         size_spread = float(np.median(seen.size_spreads)) if use_size and seen.size_spreads else 0.0
         return should_stop(running, seen.comparisons, margin, float(np.median([reference_spread, *seen.spreads])),
-                           chance if use_size else None, latency_tolerance=tolerance, study_size_spread=size_spread)
+                           chance if use_size else None, latency_tolerance=tolerance, study_size_spread=size_spread,
+                           fold_rows=float(np.mean(fold_rows[:len(rows)])))
 
     return after_fold
 

@@ -9,6 +9,7 @@ from search.early_stop import (
     Finished,
     FinishedRows,
     Running,
+    binomial_spread,
     clearly_dominated,
     comparison_rows,
     relative_spread,
@@ -107,6 +108,25 @@ def test_the_size_slack_falls_with_the_folds_seen() -> None:
     # 2 * 0.03 / sqrt(k) of 1000 bytes: 60 after one fold, 30 after four; the finished trial is 40 smaller
     assert not should_stop(Running([0.6], 1000.0, 0.05), front, margin=0.01, study_spread=0.0, study_size_spread=0.03)
     assert should_stop(Running([0.6] * 4, 1000.0, 0.05), front, margin=0.01, study_spread=0.0, study_size_spread=0.03)
+
+
+def test_an_inaccurate_trial_on_small_folds_is_judged_by_the_binomial_noise_of_its_fold() -> None:
+    """60% on a fold of 150 rows is 60% +- 4 points: a finished trial 5 points better on that fold is no clear
+    winner; on folds of 5,000 rows (+- 0.7 points) it is."""
+    front = [Finished([0.65, 0.60, 0.60], size_bytes=700.0, latency_ms=0.0077)]
+    running = Running([0.60], 760.0, 0.0077, size_by_fold=[760.0])
+    assert should_stop(running, front, margin=0.01, study_spread=0.008)                    # no floor: stopped
+    assert not should_stop(running, front, margin=0.01, study_spread=0.008, fold_rows=150)
+    assert should_stop(running, front, margin=0.01, study_spread=0.008, fold_rows=5000)
+
+
+def test_the_binomial_floor_is_smallest_for_accurate_trials() -> None:
+    assert binomial_spread(0.6, 150) == pytest.approx(0.04, abs=1e-4)
+    assert binomial_spread(0.97, 150) < binomial_spread(0.8, 150) < binomial_spread(0.5, 150)
+    assert binomial_spread(1.0, 150) == 0.0 and binomial_spread(1.2, 150) == 0.0     # clipped to [0, 1]
+    # a hopeless trial is still stopped on a small fold: 30% against 95%
+    front = [Finished([0.95], size_bytes=700.0, latency_ms=0.0077)]
+    assert should_stop(Running([0.30], 900.0, 0.0077), front, margin=0.01, study_spread=0.008, fold_rows=150)
 
 
 def test_relative_spread() -> None:
