@@ -421,6 +421,9 @@ SECTIONS = [
     ("search_wallclock_180s_synthetic_seeds_3_5.json", "The same at 180 s, synthetic, seeds 3 to 5",
      "Run beside the digits studies above, after breast_cancer, on the same core as breast_cancer: three more seeds "
      "of the set where the 90 s runs fell short of 2x the best recipe.", search_wallclock),
+    ("search_wallclock_180s_stop_synthetic.json", "The default again at 180 s with the early stop's size and binomial rules, synthetic (`--modes default --check-prunes`)",
+     "At f9ca653: the seventh run's synthetic seeds 0-2 for the default only, every stop re-checked; recipes and random "
+     "search as in the seventh run.", search_wallclock),
     ("search_wallclock_joint_2026-11-27.json", "The search against the expert recipe, joint space, 2026-11-27 (`benchmarks/search.py --wallclock 90 --spaces joint --check-prunes`)",
      "At defc800 (session 10): the default joint space (compression and training searched together), 90 s per "
      "study as in the joint run of 2026-11-26 below, and every pruned trial of every study re-run on all folds "
