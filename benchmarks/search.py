@@ -115,7 +115,7 @@ def above_chance_hypervolume(rows, objectives, reference: dict, chance: float | 
     if chance is None:
         return None
     shifted = [replace(r, values={**r.values, names.ACCURACY: r.values[names.ACCURACY] - chance})
-               if names.ACCURACY in (r.values or {}) else r for r in rows]
+               if names.ACCURACY in r.values else r for r in rows]
     return paired_hypervolume(shifted, objectives, reference)
 
 

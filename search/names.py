@@ -8,8 +8,8 @@ from __future__ import annotations
 # --- metrics of a trial (mean over CV folds unless the name says otherwise) -------------------------
 ACCURACY = "accuracy"                # classification accuracy; HR@k for recommenders
 ACCURACY_STD = "accuracy_std"        # std over folds
-SIZE_BYTES_STD = "size_bytes_std"    # std over folds of the file size (each fold writes its own file)
 SIZE_BYTES = "size_bytes"            # byte length of the packed artifact file
+SIZE_BYTES_STD = "size_bytes_std"    # std over folds of the file size (each fold writes its own file)
 LATENCY_MS = "latency_ms"            # p50 per request on the loaded model, at latency.batch_size
 LATENCY_P90_MS = "latency_p90_ms"
 THROUGHPUT = "throughput_per_s"      # samples/s at latency.throughput_batch

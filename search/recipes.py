@@ -18,13 +18,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from search import names
 from search.config import CONF_DIR
 from trainers.errors import InputError
 
 __all__ = ["RECIPE_DIR", "RECIPE_ATTR", "recipe_names", "load_recipe", "fixed_params", "enqueue_recipes"]
 
 RECIPE_DIR = CONF_DIR / "recipe"
-RECIPE_ATTR = "recipe"                       # trial user attr (and MLflow tag) naming the recipe
+RECIPE_ATTR = names.RECIPE                    # trial user attr (and MLflow tag) naming the recipe
 _ENQUEUED_ATTR = "seed_recipes_enqueued"     # study user attr: the recipes already enqueued
 
 

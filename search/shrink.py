@@ -42,11 +42,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from search import names
+
 __all__ = ["SHRINK_ATTR", "SHRINK_TOLERANCE_ATTR", "BIG_MOVES", "BIG_STEP_HEADROOM", "LEVEL_FACTOR", "MOVES",
            "Candidate", "parents", "children", "level_tolerance", "longer_finetune", "next_child", "signature"]
 
-SHRINK_ATTR = "shrink_of"     # trial user attr (and MLflow tag): the parent trial a shrink step started from
-SHRINK_TOLERANCE_ATTR = "shrink_tolerance"   # trial user attr (and MLflow tag): the tolerance of that step
+SHRINK_ATTR = names.SHRINK_OF                       # trial user attr (and MLflow tag): the parent trial
+SHRINK_TOLERANCE_ATTR = names.SHRINK_TOLERANCE      # trial user attr (and MLflow tag): the tolerance of that step
 
 
 def _numeric(step: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
