@@ -433,7 +433,8 @@ class Latency(Block):
     repeats: Int(1) = Field(400, description="timed calls")
     choice_repeats: Int(1) = Field(100, description="timed calls per candidate runtime while choosing one (the "
                                                      "chosen one is then timed with repeats)")
-    blocks: Int(2) = Field(20, description="paired timing: alternating blocks of reference and candidate calls")
+    blocks: Int(2) = Field(20, description="paired timing: alternating blocks of reference and candidate calls "
+                                           "(and the interleaved rounds in which runtime candidates are screened)")
     throughput_batch: Int(1) = Field(256, description="batch of the throughput measure")
     runtimes: _distinct_names("runtime", RUNTIMES, non_empty=True, null=True) = Field(
         None, description="runtimes to try (null = all that apply)")

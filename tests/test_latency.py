@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import optuna
@@ -16,6 +17,7 @@ from search.ledger import LATENCY_NOISE_ATTR, StudyLedger, pareto_mask
 from search.pareto import non_dominated_mask, tied_non_dominated_mask
 from search.report import collect
 from search.storage import open_storage
+from trainers import measure
 from trainers.measure import LatencyProtocol, choose_runtime, empty_forward_ms, measure_paired, paired_stats
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,14 +95,61 @@ def test_candidates_are_screened_with_choice_repeats_and_the_winner_timed_with_r
 
     seen = []
     real = measure._time_calls
-    monkeypatch.setattr(measure, "_time_calls", lambda model, batches, warmup: seen.append(len(batches) - warmup)
-                        or real(model, batches, warmup))
-    protocol = LatencyProtocol(warmup=2, repeats=40, choice_repeats=12, throughput_batch=8,
+    monkeypatch.setattr(measure, "_time_calls", lambda model, batches, warmup: seen.append(
+        (id(model), len(batches) - warmup)) or real(model, batches, warmup))
+    protocol = LatencyProtocol(warmup=2, repeats=40, choice_repeats=12, throughput_batch=8, blocks=5,
                                runtimes=("fp32_dense", "torchscript"))
-    _, result = choose_runtime(_mlp(32), torch.randn(50, 64), protocol, None)
-    timed = [n for n in seen if n > 5]              # leave out the throughput calls (max(5, 12 // 10) = 5)
-    assert timed == [12, 12, 40]                    # two candidates screened, then the winner in full
+    served, result = choose_runtime(_mlp(32), torch.randn(50, 64), protocol, None)
+    timed = [(m, n) for m, n in seen if n > 0]
+    screen, full = timed[:10], timed[10:]           # 5 rounds x 2 candidates, then the winner
+    per_model: dict[int, int] = {}
+    for m, n in screen:
+        per_model[m] = per_model.get(m, 0) + n
+    assert sorted(per_model.values()) == [12, 12]    # each candidate: choice_repeats calls in all
+    assert full[0] == (id(served), 40)               # the winner again with the full repeats
     assert result.protocol.repeats == 40
+
+
+def _clocked(log: list, name: str, ms: float) -> torch.nn.Module:
+    """A served model whose every call appends its name to ``log`` and takes ``ms`` (busy wait)."""
+    class Clocked(torch.nn.Module):
+        def forward(self, x):
+            log.append(name)
+            end = time.perf_counter() + ms / 1000
+            while time.perf_counter() < end:
+                pass
+            return x
+    return Clocked()
+
+
+def test_runtimes_are_screened_in_interleaved_rounds():
+    # a burst of machine load during one candidate's calls must hit the others too: no candidate is timed
+    # for all its calls before the next starts, and the order rotates from round to round
+    log: list[str] = []
+    served = {name: _clocked(log, name, 0.0) for name in ("a", "b", "c")}
+    measure.screen_runtimes(served, torch.randn(10, 4), LatencyProtocol(warmup=1, choice_repeats=6, repeats=6,
+                                                                      blocks=3))
+    timed = log[3:]                                     # after one warm-up call each
+    assert sorted(timed) == ["a"] * 6 + ["b"] * 6 + ["c"] * 6
+    rounds = [timed[i:i + 6] for i in range(0, 18, 6)]
+    assert [r[0] for r in rounds] == ["a", "b", "c"]    # the first candidate of a round rotates
+    assert all(sorted(r) == ["a", "a", "b", "b", "c", "c"] for r in rounds)
+
+
+def test_the_screen_ranks_candidates_by_their_latency():
+    log: list[str] = []
+    served = {"slow": _clocked(log, "slow", 2.0), "fast": _clocked(log, "fast", 0.2)}
+    latency = measure.screen_runtimes(served, torch.randn(10, 4), LatencyProtocol(warmup=1, choice_repeats=4,
+                                                                                repeats=4, blocks=2))
+    assert latency["fast"] < latency["slow"]
+    assert latency["slow"] >= 2.0 * 0.9               # ms per sample of a 2 ms call (batch 1)
+
+
+def test_screening_splits_calls_that_do_not_divide_into_rounds():
+    log: list[str] = []
+    measure.screen_runtimes({"a": _clocked(log, "a", 0.0)}, torch.randn(10, 4),
+                            LatencyProtocol(warmup=1, choice_repeats=7, repeats=7, blocks=3))
+    assert len(log) == 1 + 7
 
 
 @pytest.mark.parametrize("runtime", ["fp32_dense", "torchscript", "onnxruntime"])

@@ -25,7 +25,8 @@ tried (:data:`RUNTIMES`, a registry: name -> :class:`Runtime`):
 * ``onnxruntime_int8``: the ONNX export whose <= 8-bit Linear weights run on ONNX Runtime's int8 kernels
   (``MatMulInteger`` with activations quantized per call; only where some Linear weights are <= 8 bits).
 
-Each candidate is timed at ``batch_size`` with ``choice_repeats`` calls (at most ``repeats``) and replaces the
+Each candidate is timed at ``batch_size`` with ``choice_repeats`` calls (at most ``repeats``), the candidates in
+interleaved rounds so that a burst of machine load hits them alike (:func:`screen_runtimes`), and replaces the
 current best only when at least 10% faster; the winner is then timed with the full ``repeats`` (against the
 reference when there is one) and the accuracy is scored on it too. Screening with fewer calls keeps the choice as
 cheap as it was with 100 calls while the reported latency and speedup get the longer protocol; a single candidate
@@ -50,7 +51,7 @@ import copy
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ from trainers.fit import cpu_threads
 
 __all__ = ["RUNTIMES", "LatencyProtocol", "LatencyResult", "PairedStats", "Runtime", "accuracy", "build_runtime",
            "candidate_runtimes", "choose_runtime", "empty_forward_ms", "factored_scores", "int8_dynamic",
-           "measure_latency", "measure_paired", "onnxruntime", "paired_stats", "torchscript"]
+           "measure_latency", "measure_paired", "onnxruntime", "paired_stats", "screen_runtimes", "torchscript"]
 
 
 #: a runtime replaces the current best only when at least 10% faster, so timing noise does not flip the
@@ -447,16 +448,38 @@ def choose_runtime(model: nn.Module, X: torch.Tensor, protocol: LatencyProtocol,
                                              f"fp32_dense, torchscript or onnxruntime")
     if len(names) == 1:       # nothing to choose: no screening, straight to the full measurement
         return choose_runtime(model, X, protocol, quantized_bits, names[0], reference)
-    best_model, best = None, None
-    screen = replace(protocol, repeats=protocol.screen_repeats)
-    for name in names:        # latency decides; the winner is timed again with the full protocol
-        served = build_runtime(model, name, example, protocol.threads)
-        result = measure_latency(served, X, screen, name, throughput=False)
-        if best is None or result.latency_ms < RUNTIME_MARGIN * best.latency_ms:
-            best_model, best = served, result
+    served = {name: build_runtime(model, name, example, protocol.threads) for name in names}
+    screened = screen_runtimes(served, X, protocol)
+    best = names[0]
+    for name in names[1:]:    # latency decides; the winner is timed again with the full protocol
+        if screened[name] < RUNTIME_MARGIN * screened[best]:
+            best = name
     if reference is not None:
-        return best_model, measure_paired(best_model, reference, X, protocol, best.runtime)
-    return best_model, measure_latency(best_model, X, protocol, best.runtime)
+        return served[best], measure_paired(served[best], reference, X, protocol, best)
+    return served[best], measure_latency(served[best], X, protocol, best)
+
+
+def screen_runtimes(served: Mapping[str, nn.Module], X: torch.Tensor, protocol: LatencyProtocol) -> dict[str, float]:
+    """Median latency (ms per sample) of each served runtime over ``protocol.screen_repeats`` calls, timed in
+    interleaved rounds: every round times every candidate for ``screen_repeats / rounds`` calls, the order
+    rotating from round to round (``rounds = min(blocks, screen_repeats)``). Timed one after the other, a burst
+    of machine load during one candidate's calls alone picks the wrong runtime, and for the study's fp32
+    reference that inflates every trial's paired speedup by the gap between the runtimes; interleaved, a burst
+    hits every candidate alike."""
+    p = protocol
+    rounds = max(1, min(p.blocks, p.screen_repeats))
+    calls = [p.screen_repeats // rounds + (r < p.screen_repeats % rounds) for r in range(rounds)]
+    order = list(served)
+    times: dict[str, list[np.ndarray]] = {name: [] for name in order}
+    with cpu_threads(p.threads):
+        batches = _batches(X, p.batch_size, max(p.warmup, calls[0]))
+        for name in order:
+            served[name].eval()
+            _time_calls(served[name], batches[:p.warmup], p.warmup)
+        for r in range(rounds):
+            for name in order[r % len(order):] + order[:r % len(order)]:
+                times[name].append(_time_calls(served[name], batches[:calls[r]], 0))
+    return {name: float(np.median(np.concatenate(t))) / p.batch_size for name, t in times.items()}
 
 
 @torch.inference_mode()
