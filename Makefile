@@ -30,12 +30,14 @@ test-fast: $(STAMP)  ## the tests without the slow end-to-end sweeps
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check search trainers tests benchmarks
 
-bench: $(STAMP)  ## write benchmarks/results/*.json and docs/results.md (~5 h on 2 cores)
+bench: $(STAMP)  ## write benchmarks/results/*.json and docs/results.md (~6 h on 2 cores)
 	PYTHONPATH=. $(PY) benchmarks/compression.py --out benchmarks/results/compression.json
 	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search.json --trials 30 --folds 3 --seeds 0 1 2
 	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search_wallclock_compress_only.json --wallclock 90 --spaces compress_only --seeds 0 1 2 --folds 3 --check-prunes --modes recipes random tpe_before default default_gp
 	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search_wallclock_180s.json --wallclock 180 --spaces compress_only --seeds 0 1 2 --folds 3 --modes recipes random default
 	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search_wallclock_joint.json --wallclock 90 --spaces joint --seeds 0 1 2 --folds 3 --check-prunes
+	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search_wallclock_1800s_default.json --wallclock 1800 --spaces compress_only --datasets breast_cancer digits --seeds 0 --folds 3 --modes default
+	PYTHONPATH=. $(PY) benchmarks/search.py --out benchmarks/results/search_front_bound.json --bound benchmarks/results/search_wallclock_180s.json benchmarks/results/search_wallclock_1800s_default.json benchmarks/results/search_wallclock_joint.json
 	PYTHONPATH=. $(PY) benchmarks/scale.py --trials 1000 5000 10000 --out benchmarks/results/scale.json
 	PYTHONPATH=. $(PY) benchmarks/workers.py --out benchmarks/results/workers.json
 	PYTHONPATH=. $(PY) benchmarks/recommender.py --out benchmarks/results/recommender.json

@@ -128,6 +128,72 @@ def trial_points(rows) -> list[list]:
             for r in rows if r.state in ("COMPLETE", "PRUNED")]
 
 
+def points_hypervolume(points: list[list], reference_size: float, latency: bool = True) -> float:
+    """:func:`paired_hypervolume` of a study's stored ``points`` (:func:`trial_points`; COMPLETE ones count),
+    on axes relative to its own fp32 reference: size over ``reference_size``, latency as ``1 / paired speedup``.
+    Points of studies with different reference timings can be pooled this way. ``latency=False``: the volume
+    on (accuracy, size) alone."""
+    from search import names
+    from search.report import hypervolume_of_values
+
+    objectives = [names.ACCURACY, names.SIZE_BYTES] + ([names.LATENCY_MS] if latency else [])
+    values = [[acc, size / reference_size] + ([1.0 / speedup] if latency else [])
+              for _, state, acc, size, _, speedup in points if state == "COMPLETE" and speedup]
+    return hypervolume_of_values(values, objectives, dict.fromkeys(objectives, 1.0))
+
+
+#: the volumes front_bound reports: the paired one of the wall-clock comparison, and the same on (accuracy, size)
+#: alone, which the run-to-run noise of the speedups does not move
+BOUND_MEASURES = {"paired": True, "accuracy_size": False}
+
+
+def front_bound(studies: list[dict]) -> dict:
+    """How much volume any search found on the same folds: per (space, dataset, seed), the volume
+    (:func:`points_hypervolume`, each of :data:`BOUND_MEASURES`) of the union of every stored trial of every
+    study (every mode and budget, from all the result files given) beside each study's own; per (space,
+    dataset) and mode, means over the seeds the mode ran and the union's volume over the mode's. A seed fixes
+    the folds, the fp32 reference and (for the generated dataset) the data, so points are pooled only within a
+    seed.
+
+    The union is the best front seen, not the best there is, and it flatters itself: each point is the best of
+    several noisy fold means (and, on the latency axis, of noisy speedup readings)."""
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    volumes = lambda pts: {m: points_hypervolume(pts, 1.0, lat) for m, lat in BOUND_MEASURES.items()}  # noqa: E731
+    groups: dict[tuple, dict] = {}
+    for s in studies:
+        if not s.get("points"):
+            continue
+        g = groups.setdefault((s["space"], s["dataset"], s["seed"]), {"points": [], "modes": {}, "seen": set()})
+        pts = [[n, state, acc, size / s["reference_size_bytes"], latency, speedup]
+               for n, state, acc, size, latency, speedup in s["points"]]
+        label = f"{s['mode']}@{s['budget_seconds']:g}s"
+        if (label, json.dumps(pts)) in g["seen"]:
+            continue                                  # a study copied into a second result file counts once
+        g["seen"].add((label, json.dumps(pts)))
+        g["points"] += pts
+        g["modes"].setdefault(label, []).append(volumes(pts))
+    out: dict = {}
+    for (space, dataset, seed), g in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        cell = out.setdefault(f"{space}/{dataset}", {"seeds": {}})
+        cell["seeds"][str(seed)] = {"union": volumes(g["points"]),
+                                    "n_points": sum(p[1] == "COMPLETE" for p in g["points"]),
+                                    "modes": {m: {k: mean([v[k] for v in vs]) for k in BOUND_MEASURES}
+                                              for m, vs in g["modes"].items()}}
+    for cell in out.values():
+        seeds = cell["seeds"]
+        cell["modes"] = {}
+        for m in sorted({m for s in seeds.values() for m in s["modes"]}):
+            # over the seeds this mode ran, so a seed run by one mode only does not tilt another's ratio
+            ran = {k: s for k, s in seeds.items() if m in s["modes"]}
+            entry: dict = {"seeds": list(ran)}
+            for k in BOUND_MEASURES:
+                volume = mean([s["modes"][m][k] for s in ran.values()])
+                union = mean([s["union"][k] for s in ran.values()])
+                entry[k] = {"volume": volume, "union": union, "union_over": union / volume if volume else None}
+            cell["modes"][m] = entry
+    return out
+
+
 def summarize(study: dict, reference: dict, folds: int) -> dict:
     from search import names
     from search.report import hypervolume_of
@@ -369,6 +435,24 @@ def wallclock_summary(results: list[dict]) -> dict:
     return summary
 
 
+def bound(files: list[str], out_path: str) -> None:
+    """:func:`front_bound` of the studies in ``files`` (each study labelled with its file's budget), written to
+    ``out_path`` and printed."""
+    studies = []
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        studies += [{**s, "budget_seconds": data["budget_seconds"]} for s in data.get("studies", [])]
+    result = front_bound(studies)
+    out = {"benchmark": "search_front_bound", "files": [Path(f).name for f in files], "bound": result}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(json.dumps(out, indent=2))
+    for name, cell in result.items():
+        ratios = ", ".join(f"{m} {c['paired']['union_over']:.3f} ({c['accuracy_size']['union_over']:.3f})"
+                           for m, c in cell["modes"].items())
+        print(f"{name}: union of {sum(s['n_points'] for s in cell['seeds'].values())} trials, "
+              f"{len(cell['seeds'])} seed(s); union / mode, paired (accuracy and size alone): {ratios}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
@@ -382,12 +466,18 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["digits", "breast_cancer", "synthetic"])
     parser.add_argument("--spaces", nargs="+", default=["compress_only", "joint"])
     parser.add_argument("--check-prunes", action="store_true", help="re-run pruned trials on every fold")
+    parser.add_argument("--bound", nargs="+", metavar="RESULT_JSON",
+                        help="no study: the volume of the union of every trial in these --wallclock result files, "
+                             "per dataset and seed, against each mode's (front_bound)")
     parser.add_argument("overrides", nargs="*", help="extra sweep overrides, e.g. space=compress_only")
     args = parser.parse_args()
     extra = list(args.overrides)
     if args.quick:
         args.trials, args.folds = 4, 2
         extra += ["train.epochs=3", "compress.finetune_epochs=1", "latency.repeats=10"]
+    if args.bound:
+        bound(args.bound, args.out)
+        return
     if args.wallclock:
         wallclock(args, extra)
         return

@@ -5,6 +5,7 @@ search.report.hypervolume_of_values on values worked out here."""
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,79 @@ def test_the_summary_has_no_above_chance_ratio_without_a_chance_level() -> None:
     assert cell["default"]["hypervolume_above_chance"] is None
     assert "default_over_random_hypervolume_above_chance" not in cell
     assert cell["default_over_random_hypervolume"] == pytest.approx(5.0 / 4.0)
+
+
+# --- front_bound: the union of every stored trial, per seed --------------------------------------------------
+
+
+def _stored(mode: str, seed: int, points: list[list], reference_size: float = 1000.0, budget: float = 90.0,
+            dataset: str = "digits") -> dict:
+    """A study as a --wallclock result file stores it (with its file's budget attached, as bound() does)."""
+    return {"space": "compress_only", "dataset": dataset, "mode": mode, "seed": seed, "budget_seconds": budget,
+            "reference_size_bytes": reference_size, "points": points}
+
+
+def test_the_volume_of_stored_points_is_the_studys_paired_volume() -> None:
+    rows = [_row(0, 0.8, 100.0, 2.0, speedup=1.25), _row(1, 0.6, 20.0, 0.7, speedup=1.1),
+            _row(2, 0.3, 5.0, 0.5, state="PRUNED")]
+    assert bench.points_hypervolume(bench.trial_points(rows), REF[names.SIZE_BYTES]) == pytest.approx(
+        bench.paired_hypervolume(rows, OBJ, REF))
+    # without the latency axis: accuracy x (log2 1.5 + log2 of the reference over the size), a staircase
+    two_d = bench.points_hypervolume(bench.trial_points(rows), REF[names.SIZE_BYTES], latency=False)
+    assert two_d == pytest.approx(0.8 * (math.log2(1.5) + math.log2(10)) + 0.6 * math.log2(100 / 20))
+
+
+def test_the_union_holds_every_modes_trials_of_a_seed() -> None:
+    random_pts = [[0, "COMPLETE", 0.9, 100.0, 1.0, 1.0]]
+    default_pts = [[0, "COMPLETE", 0.85, 20.0, 1.0, 1.1]]
+    bound = bench.front_bound([_stored("random", 0, random_pts), _stored("default", 0, default_pts)])
+    cell = bound["compress_only/digits"]
+    union = bench.points_hypervolume(random_pts + default_pts, 1000.0)
+    assert cell["seeds"]["0"]["union"]["paired"] == pytest.approx(union)
+    assert union > max(c["paired"]["volume"] for c in cell["modes"].values())   # neither dominates: the union is larger
+    assert cell["modes"]["random@90s"]["paired"]["union_over"] == pytest.approx(
+        union / bench.points_hypervolume(random_pts, 1000.0))
+    assert cell["modes"]["random@90s"]["accuracy_size"]["union_over"] == pytest.approx(
+        bench.points_hypervolume(random_pts + default_pts, 1000.0, latency=False)
+        / bench.points_hypervolume(random_pts, 1000.0, latency=False))
+    assert cell["seeds"]["0"]["n_points"] == 2
+
+
+def test_points_of_another_seed_are_not_pooled() -> None:
+    pts = [[0, "COMPLETE", 0.9, 100.0, 1.0, 1.0]]
+    alone = bench.front_bound([_stored("random", 0, pts)])["compress_only/digits"]
+    beside = bench.front_bound([_stored("random", 0, pts),
+                                _stored("default", 1, [[0, "COMPLETE", 0.95, 1.0, 1.0, 2.0]])])["compress_only/digits"]
+    assert beside["seeds"]["0"]["union"] == pytest.approx(alone["seeds"]["0"]["union"])
+    assert beside["seeds"]["1"]["union"]["paired"] > beside["seeds"]["0"]["union"]["paired"]
+    # the ratio over random search's volume uses only the seeds random search ran
+    assert beside["modes"]["random@90s"]["seeds"] == ["0"]
+    assert beside["modes"]["random@90s"]["paired"]["union_over"] == pytest.approx(1.0)
+
+
+def test_sizes_are_pooled_relative_to_each_studys_reference() -> None:
+    # 100 B of a 1,000 B reference and 200 B of a 2,000 B one are the same point
+    a = bench.front_bound([_stored("random", 0, [[0, "COMPLETE", 0.9, 100.0, 1.0, 1.0]], 1000.0)])
+    b = bench.front_bound([_stored("random", 0, [[0, "COMPLETE", 0.9, 200.0, 1.0, 1.0]], 2000.0)])
+    assert a["compress_only/digits"]["seeds"]["0"]["union"] == pytest.approx(b["compress_only/digits"]["seeds"]["0"]["union"])
+
+
+def test_a_study_copied_into_two_files_counts_once_but_a_rerun_counts() -> None:
+    pts = [[0, "COMPLETE", 0.9, 100.0, 1.0, 1.0]]
+    rerun = [[0, "COMPLETE", 0.7, 300.0, 1.0, 1.0]]
+    once = bench.front_bound([_stored("random", 0, pts)])["compress_only/digits"]
+    copied = bench.front_bound([_stored("random", 0, pts), _stored("random", 0, pts)])["compress_only/digits"]
+    assert copied["seeds"]["0"]["n_points"] == 1
+    assert copied["modes"]["random@90s"] == once["modes"]["random@90s"]
+    both = bench.front_bound([_stored("random", 0, pts), _stored("random", 0, rerun)])["compress_only/digits"]
+    assert both["seeds"]["0"]["n_points"] == 2
+    assert both["modes"]["random@90s"]["paired"]["volume"] < once["modes"]["random@90s"]["paired"]["volume"]  # mean
+
+
+def test_budgets_are_told_apart() -> None:
+    short = [[0, "COMPLETE", 0.8, 100.0, 1.0, 1.0]]
+    long = [[0, "COMPLETE", 0.9, 50.0, 1.0, 1.0]]
+    cell = bench.front_bound([_stored("default", 0, short, budget=180.0),
+                              _stored("default", 0, long, budget=1800.0)])["compress_only/digits"]
+    assert set(cell["modes"]) == {"default@180s", "default@1800s"}
+    assert cell["modes"]["default@1800s"]["paired"]["volume"] > cell["modes"]["default@180s"]["paired"]["volume"]
