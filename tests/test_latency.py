@@ -300,3 +300,32 @@ def test_the_latency_block_of_the_config_sets_the_paired_blocks():
     # the runtime candidates are screened with choice_repeats calls, never more than the protocol's repeats
     assert LatencyProtocol().screen_repeats == 100
     assert LatencyProtocol(repeats=15).screen_repeats == 15
+
+
+# --- what one timed call is -------------------------------------------------------------------------------
+
+def test_onnx_runtime_is_timed_on_its_own_call_with_the_input_prepared_beforehand():
+    from trainers.measure import _empty_onnx, timed_call
+
+    x = torch.randn(3, 64)
+    served = _empty_onnx(x[:1], 1)
+    call, prepare = timed_call(served)
+    array = prepare(x)
+    assert isinstance(array, np.ndarray) and array.dtype == np.float32     # converted before the clock starts
+    assert np.array_equal(call(array), served(x).numpy())                  # the same outputs as the torch wrapper
+
+    class NoTorchCall(type(served)):                # the timed calls never go through the torch wrapper
+        def forward(self, x):
+            raise AssertionError("the conversion to and from torch tensors was timed")
+
+    served.__class__ = NoTorchCall
+    assert measure._time_calls(served, [x[:1]] * 5, 2).shape == (3,)
+
+
+def test_torch_runtimes_are_timed_on_the_module_call():
+    from trainers.measure import timed_call
+
+    net = _mlp(8)
+    call, prepare = timed_call(net)
+    x = torch.randn(2, 64)
+    assert call is net and prepare(x) is x

@@ -438,7 +438,16 @@ class OnnxRuntimeModel(nn.Module):
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.dtype = np.int64 if first.type == "tensor(int64)" else np.float32
+        self._outputs = [OUTPUT_NAME]
+
+    def serve_input(self, x: torch.Tensor) -> np.ndarray:
+        """``x`` in the form the session takes (a contiguous numpy array of the input's type)."""
+        return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=self.dtype)
+
+    def serve(self, array: np.ndarray) -> np.ndarray:
+        """One call of the session on an input already in its form: what a service calling ONNX Runtime runs,
+        and what the latency protocol times (:func:`trainers.measure.timed_call`)."""
+        return self.session.run(self._outputs, {self.input_name: array})[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=self.dtype)
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {self.input_name: array})[0])
+        return torch.from_numpy(self.serve(self.serve_input(x)))
