@@ -457,6 +457,12 @@ SECTIONS = [
      "in the section below. The plain hypervolume column divides by the first study's reference latency, which "
      "read 32-34 µs at these studies' start (9-10 µs in the 180 s runs); the paired volumes below do not use it.",
      search_wallclock),
+    ("search_wallclock_180s_onnx_run.json", "Random search and the default at 180 s with ONNX Runtime timed on its own call (`benchmarks/search.py --wallclock 180 --modes random default`)",
+     "At 3315dc0 (session 11): ONNX Runtime timed on `InferenceSession.run` alone (squeeze's torch conversion no "
+     "longer in the timed call), runtime candidates screened in interleaved rounds. digits and breast_cancer as two "
+     "processes side by side. This day's machine times batch-1 calls ~2-3x slower than session 10's and runs "
+     "fewer trials per minute: compare within this table only. Speedups within 1 pt now read 1.32-1.35x (1.16-1.24x "
+     "with the conversion timed); the hypervolume ratio is where it was.", search_wallclock),
     ("search_front_bound.json", "How much volume any search found: the union of every trial (`benchmarks/search.py --bound`)",
      "Per dataset and seed, every finished trial of every study in the files below (recipes, random search, the "
      "default at 90, 180 and 1800 s) pooled into one front, and its paired hypervolume (axes relative to each "
