@@ -167,9 +167,10 @@ def front_bound(studies: list[dict]) -> dict:
         pts = [[n, state, acc, size / s["reference_size_bytes"], latency, speedup]
                for n, state, acc, size, latency, speedup in s["points"]]
         label = f"{s['mode']}@{s['budget_seconds']:g}s"
-        if (label, json.dumps(pts)) in g["seen"]:
+        key = (label, json.dumps(pts))
+        if key in g["seen"]:
             continue                                  # a study copied into a second result file counts once
-        g["seen"].add((label, json.dumps(pts)))
+        g["seen"].add(key)
         g["points"] += pts
         g["modes"].setdefault(label, []).append(volumes(pts))
     out: dict = {}

@@ -187,9 +187,9 @@ def should_stop(candidate: Running, finished: Sequence[Finished] | FinishedRows,
     sampling = binomial_spread(acc, fold_rows) if fold_rows else 0.0
     # two standard errors of a k-fold mean, the fold-to-fold spread taken as one fold's noise
     need = float(margin) + 2.0 * max(own_spread, float(study_spread), sampling) / math.sqrt(k)
-    rows = finished.rows(k) if isinstance(finished, FinishedRows) else comparison_rows(finished, k)
     if chance_accuracy is not None and acc <= float(chance_accuracy) + float(margin):
         return True                  # no better than predicting the most frequent class (a model of 0 bytes)
+    rows = finished.rows(k) if isinstance(finished, FinishedRows) else comparison_rows(finished, k)
     size_spread = max(relative_spread(candidate.size_by_fold), float(study_size_spread))
     point = [acc, float(candidate.size_bytes), float(candidate.latency_ms)]
     slack = [need, 2.0 * size_spread / math.sqrt(k) * float(candidate.size_bytes),
